@@ -1,0 +1,309 @@
+//! From a signature and promoted targets to relocatable machine code.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::FinalizedRelocTarget;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{ExternalName, UserExternalName};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, isa};
+use cranelift_frontend::FunctionBuilderContext;
+
+use crate::error::JitError;
+use crate::ir::{self, CallForm, SlotPlan};
+use crate::isa::{Arch, IsaBackend};
+use crate::types::ThunkSig;
+
+/// Most promoted targets one thunk holds.
+pub const MAX_SLOTS: usize = 8;
+
+/// Compiler settings.
+#[derive(Clone, Debug)]
+pub struct CompilerOptions {
+    /// Run Cranelift's IR verifier on every thunk. It costs about a third of
+    /// the compile time (FACTS.md); on by default in debug builds.
+    pub verify: bool,
+}
+
+impl Default for CompilerOptions {
+    fn default() -> Self {
+        CompilerOptions {
+            verify: cfg!(debug_assertions),
+        }
+    }
+}
+
+/// The address range the code will be placed in. Call forms are chosen so
+/// that a direct call reaches its target from *anywhere* in the range, so
+/// the compiled code may be placed at any address inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub lo: u64,
+    pub hi: u64,
+}
+
+impl Placement {
+    /// Whether a direct call from anywhere in the range reaches `target`.
+    pub fn reaches(&self, target: u64, reach: u64) -> bool {
+        let reach = i128::from(reach);
+        let d_lo = i128::from(target) - i128::from(self.lo);
+        let d_hi = i128::from(target) - i128::from(self.hi);
+        d_lo.abs() < reach && d_hi.abs() < reach
+    }
+}
+
+/// A direct-call relocation left for [`CompiledThunk::link`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallReloc {
+    pub offset: u32,
+    pub slot: usize,
+    pub addend: i64,
+}
+
+/// A compiled, not yet placed thunk.
+#[derive(Clone, Debug)]
+pub struct CompiledThunk {
+    arch: Arch,
+    sig: ThunkSig,
+    code: Vec<u8>,
+    relocs: Vec<CallReloc>,
+    slots: Vec<SlotPlan>,
+    compile_time: Duration,
+}
+
+impl CompiledThunk {
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    pub fn sig(&self) -> &ThunkSig {
+        &self.sig
+    }
+
+    /// Code bytes, with direct-call displacements still zero.
+    pub fn unlinked_code(&self) -> &[u8] {
+        &self.code
+    }
+
+    pub fn len(&self) -> usize {
+        self.code.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.code.is_empty()
+    }
+
+    pub fn relocs(&self) -> &[CallReloc] {
+        &self.relocs
+    }
+
+    /// The promoted slots in order, with the call form each got.
+    pub fn slots(&self) -> &[SlotPlan] {
+        &self.slots
+    }
+
+    /// Time spent in Cranelift (IR construction and code generation).
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// The code as it must be written to execute at address `place`.
+    pub fn link(&self, place: u64) -> Result<Vec<u8>, JitError> {
+        let backend = self.arch.backend();
+        let mut code = self.code.clone();
+        for r in &self.relocs {
+            let target = self.slots[r.slot].target;
+            backend.patch_direct_call(&mut code, r.offset, place, target, r.addend)?;
+        }
+        Ok(code)
+    }
+}
+
+/// Builds thunks for one ISA, reusing Cranelift's contexts between thunks.
+pub struct ThunkCompiler {
+    backend: &'static dyn IsaBackend,
+    isa: OwnedTargetIsa,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+    options: CompilerOptions,
+}
+
+/// Builds the Cranelift ISA object for `arch`.
+pub(crate) fn build_isa(arch: Arch, options: &CompilerOptions) -> Result<OwnedTargetIsa, JitError> {
+    let backend = arch.backend();
+    let err = |e: String| JitError::Isa(backend.name(), e);
+    let mut flags = settings::builder();
+    for (name, value) in [
+        ("opt_level", "speed"),
+        (
+            "enable_verifier",
+            if options.verify { "true" } else { "false" },
+        ),
+        // The thunk makes calls; a frame pointer keeps it walkable by
+        // debuggers and profilers (no unwind info is registered).
+        ("preserve_frame_pointers", "true"),
+        ("is_pic", "false"),
+    ] {
+        flags.set(name, value).map_err(|e| err(e.to_string()))?;
+    }
+    let builder = isa::lookup_by_name(backend.triple()).map_err(|e| err(e.to_string()))?;
+    builder
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| err(e.to_string()))
+}
+
+impl ThunkCompiler {
+    /// A compiler for `arch` (any supported ISA, whatever the host is).
+    pub fn new(arch: Arch, options: CompilerOptions) -> Result<Self, JitError> {
+        Ok(ThunkCompiler {
+            backend: arch.backend(),
+            isa: build_isa(arch, &options)?,
+            ctx: Context::new(),
+            fctx: FunctionBuilderContext::new(),
+            options,
+        })
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.backend.arch()
+    }
+
+    pub fn options(&self) -> &CompilerOptions {
+        &self.options
+    }
+
+    /// Checks the promoted list: at most [`MAX_SLOTS`], no null, no repeats.
+    pub fn check_targets(targets: &[u64]) -> Result<(), JitError> {
+        if targets.len() > MAX_SLOTS {
+            return Err(JitError::TooManySlots {
+                requested: targets.len(),
+                max: MAX_SLOTS,
+            });
+        }
+        for (i, &t) in targets.iter().enumerate() {
+            if t == 0 {
+                return Err(JitError::NullTarget { index: i });
+            }
+            if let Some(first) = targets[..i].iter().position(|&u| u == t) {
+                return Err(JitError::DuplicateTarget {
+                    addr: t,
+                    first,
+                    second: i,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Compiles the thunk for `sig` promoting `targets` in order, to be
+    /// placed somewhere in `placement`. Each slot gets a direct call if its
+    /// target is in range from the whole placement, an absolute call if not.
+    ///
+    /// Cranelift reports some failures by panicking; those are caught here
+    /// and returned as [`JitError::Compile`], leaving the compiler usable.
+    pub fn compile(
+        &mut self,
+        sig: &ThunkSig,
+        targets: &[u64],
+        placement: Placement,
+    ) -> Result<CompiledThunk, JitError> {
+        Self::check_targets(targets)?;
+        let reach = self.backend.direct_call_reach();
+        let slots: Vec<SlotPlan> = targets
+            .iter()
+            .map(|&target| SlotPlan {
+                target,
+                form: if placement.reaches(target, reach) {
+                    CallForm::Direct
+                } else {
+                    CallForm::Absolute
+                },
+            })
+            .collect();
+        let start = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| self.compile_inner(sig, &slots)));
+        let (code, relocs) = match result {
+            Ok(r) => r?,
+            Err(panic) => {
+                // The contexts may be half-way through a function: start over.
+                self.ctx = Context::new();
+                self.fctx = FunctionBuilderContext::new();
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(JitError::Compile(format!("panicked: {msg}")));
+            }
+        };
+        Ok(CompiledThunk {
+            arch: self.backend.arch(),
+            sig: sig.clone(),
+            code,
+            relocs,
+            slots,
+            compile_time: start.elapsed(),
+        })
+    }
+
+    fn compile_inner(
+        &mut self,
+        sig: &ThunkSig,
+        slots: &[SlotPlan],
+    ) -> Result<(Vec<u8>, Vec<CallReloc>), JitError> {
+        self.ctx.clear();
+        ir::build_thunk(
+            &mut self.ctx.func,
+            &mut self.fctx,
+            sig,
+            self.isa.frontend_config(),
+            slots,
+        );
+        let names = self.ctx.func.params.user_named_funcs().clone();
+        let compiled = self
+            .ctx
+            .compile(&*self.isa, &mut ControlPlane::default())
+            .map_err(|e| JitError::Compile(format!("{:?}", e.inner)))?;
+        let code = compiled.code_buffer().to_vec();
+        let mut relocs = Vec::new();
+        for r in compiled.buffer.relocs() {
+            let slot = match &r.target {
+                FinalizedRelocTarget::ExternalName(ExternalName::User(name)) => {
+                    let UserExternalName { namespace, index } = names[*name].clone();
+                    (namespace == 0 && (index as usize) < slots.len()).then_some(index as usize)
+                }
+                _ => None,
+            };
+            match slot {
+                Some(slot) if r.kind == self.backend.direct_call_reloc() => {
+                    relocs.push(CallReloc {
+                        offset: r.offset,
+                        slot,
+                        addend: r.addend,
+                    })
+                }
+                _ => {
+                    return Err(JitError::UnexpectedReloc(format!(
+                        "{} at {} to {:?}",
+                        r.kind, r.offset, r.target
+                    )));
+                }
+            }
+        }
+        // Every direct slot must have produced exactly one relocation, or the
+        // thunk would call a zero displacement.
+        for (i, s) in slots.iter().enumerate() {
+            let n = relocs.iter().filter(|r| r.slot == i).count();
+            let want = usize::from(s.form == CallForm::Direct);
+            if n != want {
+                return Err(JitError::UnexpectedReloc(format!(
+                    "slot {i} ({:?}) has {n} call relocations",
+                    s.form
+                )));
+            }
+        }
+        Ok((code, relocs))
+    }
+}

@@ -1,0 +1,155 @@
+//! The thunk as Cranelift IR, identical for every ISA.
+//!
+//! ```text
+//! thunk(target, a0..an):
+//!     if target != T0 goto check1     ; slot 0: the hit falls through
+//!     return T0(a0..an)               ; direct call (or absolute, if far)
+//! check1:
+//!     if target != T1 goto check2
+//!     return T1(a0..an)
+//! ...
+//! miss:
+//!     return target(a0..an)           ; plain indirect call
+//! ```
+//!
+//! The compare branches to the *next check* on inequality so that the hit
+//! block is the `else` successor of `brif`, which Cranelift lays out as the
+//! fall-through: slot 0's hit path is a straight line with no taken branch
+//! (FACTS.md: 1.73 ns against 2.31 ns for a taken `je`).
+//!
+//! The calls are not tail calls: `return_call` requires the `tail` calling
+//! convention on both sides, and the targets are ordinary C functions. So
+//! the callee returns into the thunk, which is why reclamation must cover
+//! the whole call.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    AbiParam, ExtFuncData, ExternalName, Function, InstBuilder, Signature, UserExternalName,
+    UserFuncName, types,
+};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+use crate::types::{ThunkSig, ValType};
+
+/// How a promoted slot calls its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallForm {
+    /// A true direct call: `call rel32` (x86-64) or `bl` (aarch64).
+    Direct,
+    /// The target is out of direct-call range: its address is materialized
+    /// in a register and called through it (`movabs`+`call reg`,
+    /// `movz/movk`+`blr`). Correct, but an indirect branch.
+    Absolute,
+}
+
+impl CallForm {
+    pub fn name(self) -> &'static str {
+        match self {
+            CallForm::Direct => "direct",
+            CallForm::Absolute => "absolute",
+        }
+    }
+}
+
+/// One promoted target and the call form chosen for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SlotPlan {
+    pub target: u64,
+    pub form: CallForm,
+}
+
+/// The Cranelift parameter for one value type, with the extension the C ABI
+/// expects of callers (see [`ValType`]).
+fn abi_param(t: ValType) -> AbiParam {
+    match t {
+        ValType::I8 => AbiParam::new(types::I8).sext(),
+        ValType::I16 => AbiParam::new(types::I16).sext(),
+        ValType::U8 | ValType::Bool => AbiParam::new(types::I8).uext(),
+        ValType::U16 => AbiParam::new(types::I16).uext(),
+        ValType::I32 | ValType::U32 => AbiParam::new(types::I32),
+        ValType::I64 | ValType::U64 | ValType::Ptr => AbiParam::new(types::I64),
+        ValType::F32 => AbiParam::new(types::F32),
+        ValType::F64 => AbiParam::new(types::F64),
+    }
+}
+
+/// The signature of the targets.
+pub(crate) fn target_signature(sig: &ThunkSig, cc: CallConv) -> Signature {
+    let mut s = Signature::new(cc);
+    s.params.extend(sig.params().iter().map(|&t| abi_param(t)));
+    s.returns.extend(sig.ret().map(abi_param));
+    s
+}
+
+/// The signature of the thunk: the target address, then the target's.
+pub(crate) fn thunk_signature(sig: &ThunkSig, cc: CallConv) -> Signature {
+    let mut s = target_signature(sig, cc);
+    s.params.insert(0, AbiParam::new(types::I64));
+    s
+}
+
+/// Fills `func` with the thunk for `sig` and `slots` (see the module docs).
+///
+/// Direct slots call a user external name `(0, slot index)`; the compiler
+/// turns the resulting relocations into displacements once the code's
+/// address is known.
+pub(crate) fn build_thunk(
+    func: &mut Function,
+    fctx: &mut FunctionBuilderContext,
+    sig: &ThunkSig,
+    frontend: TargetFrontendConfig,
+    slots: &[SlotPlan],
+) {
+    let cc = frontend.default_call_conv;
+    func.signature = thunk_signature(sig, cc);
+    func.name = UserFuncName::user(1, slots.len() as u32);
+    let mut b = FunctionBuilder::new(func, fctx);
+    let target_sig = b.import_signature(target_signature(sig, cc));
+
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let (target, args) = (params[0], &params[1..]);
+
+    for (index, slot) in slots.iter().enumerate() {
+        let hit = b.create_block();
+        let next = b.create_block();
+        let promoted = b.ins().iconst(types::I64, slot.target as i64);
+        let differs = b.ins().icmp(IntCC::NotEqual, target, promoted);
+        b.ins().brif(differs, next, &[], hit, &[]);
+
+        // Switching to `hit` first places it right after the compare.
+        b.switch_to_block(hit);
+        let call = match slot.form {
+            CallForm::Direct => {
+                let name = b
+                    .func
+                    .declare_imported_user_function(UserExternalName::new(0, index as u32));
+                let callee = b.import_function(ExtFuncData {
+                    name: ExternalName::user(name),
+                    signature: target_sig,
+                    // Colocated is what makes Cranelift emit `call rel32`
+                    // / `bl`; the compiler checked the target is in range.
+                    colocated: true,
+                    patchable: false,
+                });
+                b.ins().call(callee, args)
+            }
+            CallForm::Absolute => {
+                let addr = b.ins().iconst(types::I64, slot.target as i64);
+                b.ins().call_indirect(target_sig, addr, args)
+            }
+        };
+        let results = b.inst_results(call).to_vec();
+        b.ins().return_(&results);
+        b.switch_to_block(next);
+    }
+
+    let call = b.ins().call_indirect(target_sig, target, args);
+    let results = b.inst_results(call).to_vec();
+    b.ins().return_(&results);
+    b.seal_all_blocks();
+    b.finalize(frontend);
+}

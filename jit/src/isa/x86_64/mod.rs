@@ -1,0 +1,76 @@
+//! x86-64: `call rel32` reaches ±2 GiB; freed code becomes `int3`.
+//!
+//! x86-64 keeps instruction fetch coherent with stores in hardware, but the
+//! SDM's cross-modifying-code rule asks every core that may execute new code
+//! to run a serializing instruction first; `crate::coherence` provides it
+//! with `membarrier(SYNC_CORE)`.
+
+use cranelift_codegen::binemit::Reloc;
+
+use super::{Arch, Branch, IsaBackend, parse_imm_addr};
+use crate::error::JitError;
+
+pub mod icache;
+
+/// The x86-64 backend.
+pub struct X86_64;
+
+impl IsaBackend for X86_64 {
+    fn arch(&self) -> Arch {
+        Arch::X86_64
+    }
+
+    fn name(&self) -> &'static str {
+        "x86_64"
+    }
+
+    fn triple(&self) -> &'static str {
+        "x86_64-unknown-linux-gnu"
+    }
+
+    fn direct_call_reach(&self) -> u64 {
+        1 << 31
+    }
+
+    fn direct_call_reloc(&self) -> Reloc {
+        Reloc::X86CallPCRel4
+    }
+
+    fn patch_direct_call(
+        &self,
+        code: &mut [u8],
+        offset: u32,
+        place: u64,
+        target: u64,
+        addend: i64,
+    ) -> Result<(), JitError> {
+        // S + A - P, where P is the address of the 4-byte field itself.
+        let field = place.wrapping_add(u64::from(offset));
+        let disp = (target as i64)
+            .wrapping_add(addend)
+            .wrapping_sub(field as i64);
+        let disp = i32::try_from(disp).map_err(|_| JitError::OutOfRange {
+            offset,
+            place: field,
+            target,
+        })?;
+        let at = offset as usize;
+        code[at..at + 4].copy_from_slice(&disp.to_le_bytes());
+        Ok(())
+    }
+
+    fn poison_pattern(&self) -> &'static [u8] {
+        &[0xCC] // int3
+    }
+
+    fn classify(&self, mnemonic: &str, op_str: &str) -> Branch {
+        match mnemonic {
+            "call" => match parse_imm_addr(op_str) {
+                Some(addr) => Branch::DirectCall(addr),
+                None => Branch::IndirectCall,
+            },
+            "jmp" if parse_imm_addr(op_str).is_none() => Branch::IndirectJump,
+            _ => Branch::Other,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! `hotcall-jit`: the code-generation half of hotcall.
+//!
+//! * [`types`]: value types and site signatures;
+//! * [`ir`]: the thunk as Cranelift IR (the same for every ISA);
+//! * [`compiler`]: IR to relocatable code, for the host or the other ISA;
+//! * [`isa`]: one folder per ISA behind [`isa::IsaBackend`];
+//! * [`code_memory`]: executable memory near the host text, W^X, poisoned
+//!   on release;
+//! * [`coherence`]: instruction-cache maintenance and core serialization;
+//! * [`disasm`]: capstone decoding for the CLI and the tests.
+
+pub mod code_memory;
+pub mod coherence;
+pub mod compiler;
+pub mod disasm;
+pub mod error;
+pub mod ir;
+pub mod isa;
+pub mod types;
+
+pub use code_memory::{
+    CodeMemory, CodeMemoryOptions, CodeMemoryStats, ExecutableCode, WritableCode,
+};
+pub use compiler::{CompiledThunk, CompilerOptions, MAX_SLOTS, Placement, ThunkCompiler};
+pub use error::JitError;
+pub use ir::{CallForm, SlotPlan};
+pub use isa::{Arch, Branch, IsaBackend};
+pub use types::{MAX_PARAMS, ThunkSig, ValType};

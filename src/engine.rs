@@ -1,0 +1,281 @@
+//! The engine: code memory, the thunk compiler and the sites built on them.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use hotcall_jit::{
+    Arch, CodeMemory, CodeMemoryOptions, CodeMemoryStats, CompilerOptions, ExecutableCode,
+    JitError, SlotPlan, ThunkCompiler, ThunkSig,
+};
+
+use crate::error::Error;
+use crate::pin::Pinned;
+use crate::signature::SiteFn;
+use crate::site::Site;
+
+/// How an engine is set up. `Default` gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Bytes of code memory (default 16 MiB, about 100,000 two-slot thunks).
+    pub code_capacity: usize,
+    /// Where to place code memory. [`Placement::NearHostText`] (default)
+    /// makes calls to functions of the host binary direct.
+    pub placement: Placement,
+    /// Run Cranelift's verifier on each thunk (default: in debug builds).
+    pub verify: bool,
+    /// Serialize all cores after writing a thunk (`membarrier SYNC_CORE`),
+    /// as the architectures require for cross-modified code (default on).
+    pub serialize_cores: bool,
+}
+
+/// Where an engine's code memory goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Within direct-call reach of the host binary's text.
+    NearHostText,
+    /// Within direct-call reach of this address (say, a plugin's text).
+    Near(usize),
+    /// Wherever the kernel puts it: promoted calls to the host's functions
+    /// are then usually absolute (`movabs`+`call reg`). For comparisons.
+    Anywhere,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            code_capacity: 16 << 20,
+            placement: Placement::NearHostText,
+            verify: cfg!(debug_assertions),
+            serialize_cores: true,
+        }
+    }
+}
+
+/// Engine-wide counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineStats {
+    /// The host ISA, if code generation works.
+    pub arch: Option<Arch>,
+    /// Why code generation is off, if it is.
+    pub disabled: Option<Error>,
+    pub code: CodeMemoryStats,
+}
+
+impl fmt::Display for EngineStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.arch, &self.disabled) {
+            (_, Some(e)) => writeln!(f, "engine: code generation disabled: {e}")?,
+            (Some(a), None) => writeln!(f, "engine: {a}")?,
+            (None, None) => writeln!(f, "engine")?,
+        }
+        let c = &self.code;
+        write!(
+            f,
+            "  code memory: {} of {} bytes in use (peak {}), {} live thunks, {} installed, {} freed, {}",
+            c.in_use,
+            c.capacity,
+            c.peak_in_use,
+            c.live,
+            c.allocated_total,
+            c.released_total,
+            if c.near_host_text {
+                "near the host text"
+            } else {
+                "far from the host text"
+            }
+        )
+    }
+}
+
+/// A thunk installed for a site.
+pub(crate) struct Installed {
+    pub code: ExecutableCode,
+    pub slots: Vec<SlotPlan>,
+    pub code_bytes: usize,
+    pub compile_time: std::time::Duration,
+}
+
+struct Codegen {
+    memory: Arc<CodeMemory>,
+    compiler: Mutex<ThunkCompiler>,
+}
+
+pub(crate) struct EngineShared {
+    codegen: Result<Codegen, JitError>,
+}
+
+impl EngineShared {
+    /// Compiles and installs a thunk; does not publish it.
+    pub(crate) fn build(&self, sig: &ThunkSig, targets: &[u64]) -> Result<Installed, Error> {
+        let cg = self
+            .codegen
+            .as_ref()
+            .map_err(|e| Error::EngineDisabled(e.clone()))?;
+        ThunkCompiler::check_targets(targets)?;
+        let compiled = {
+            let mut compiler = cg.compiler.lock().unwrap_or_else(|p| p.into_inner());
+            compiler.compile(sig, targets, cg.memory.placement())?
+        };
+        let writable = cg.memory.alloc(compiled.len())?;
+        let bytes = compiled.link(writable.address() as u64)?;
+        let code = writable.finish(&bytes);
+        Ok(Installed {
+            code,
+            slots: compiled.slots().to_vec(),
+            code_bytes: compiled.len(),
+            compile_time: compiled.compile_time(),
+        })
+    }
+
+    /// Frees `old` once no thread can be inside it.
+    ///
+    /// The caller must have unpublished `old` (no site entry points at it
+    /// any more) before calling this.
+    pub(crate) fn retire(&self, old: Installed) {
+        let Ok(cg) = &self.codegen else {
+            return;
+        };
+        let memory = Arc::clone(&cg.memory);
+        let code = old.code;
+        let guard = crossbeam_epoch::pin();
+        guard.defer(move || {
+            // SAFETY: the entry was unpublished before `retire` (caller's
+            // contract), and crossbeam runs this only after every thread
+            // pinned at that time has unpinned. Callers stay pinned for
+            // their whole call through a site (`Site::call` borrows their
+            // `Pinned`), returns from targets included, so no thread is
+            // inside this code or can enter it.
+            unsafe { memory.release(code) };
+        });
+        guard.flush();
+    }
+
+    pub(crate) fn memory(&self) -> Option<&Arc<CodeMemory>> {
+        self.codegen.as_ref().ok().map(|cg| &cg.memory)
+    }
+}
+
+/// The entry point: owns code memory and the compiler; makes sites.
+///
+/// Cloning is cheap and shares the engine.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<EngineShared>,
+}
+
+impl Engine {
+    /// An engine with the default configuration. Never fails: if code
+    /// generation cannot be set up, the engine works with plain indirect
+    /// calls and says why in [`Engine::stats`].
+    pub fn new() -> Self {
+        Self::with_config(EngineConfig::default())
+    }
+
+    /// An engine with `config`; infallible like [`Engine::new`].
+    pub fn with_config(config: EngineConfig) -> Self {
+        let codegen = Self::codegen(&config);
+        Engine {
+            shared: Arc::new(EngineShared { codegen }),
+        }
+    }
+
+    /// Like [`Engine::with_config`], but fails if code generation is not
+    /// available.
+    pub fn try_with_config(config: EngineConfig) -> Result<Self, Error> {
+        let codegen = Self::codegen(&config).map_err(Error::EngineDisabled)?;
+        Ok(Engine {
+            shared: Arc::new(EngineShared {
+                codegen: Ok(codegen),
+            }),
+        })
+    }
+
+    fn codegen(config: &EngineConfig) -> Result<Codegen, JitError> {
+        let arch = Arch::host()
+            .ok_or_else(|| JitError::Isa("host", "hotcall runs on x86_64 and aarch64".into()))?;
+        let near = match config.placement {
+            Placement::NearHostText => None,
+            Placement::Near(addr) => Some(addr),
+            // Zero is never near anything mappable for code.
+            Placement::Anywhere => Some(usize::MAX / 2),
+        };
+        let memory = CodeMemory::new(&CodeMemoryOptions {
+            capacity: config.code_capacity,
+            near,
+            serialize_cores: config.serialize_cores,
+        })?;
+        let compiler = ThunkCompiler::new(
+            arch,
+            CompilerOptions {
+                verify: config.verify,
+            },
+        )?;
+        Ok(Codegen {
+            memory: Arc::new(memory),
+            compiler: Mutex::new(compiler),
+        })
+    }
+
+    /// A new site for `F`, starting as a plain indirect call.
+    pub fn site<F: SiteFn>(&self) -> Site<F> {
+        Site::new(Arc::clone(&self.shared), None)
+    }
+
+    /// A new site with a name shown in its statistics.
+    pub fn named_site<F: SiteFn>(&self, name: impl Into<String>) -> Site<F> {
+        Site::new(Arc::clone(&self.shared), Some(name.into()))
+    }
+
+    /// Pins the current thread; see [`Pinned`].
+    #[inline]
+    pub fn pin(&self) -> Pinned {
+        Pinned::new()
+    }
+
+    /// Whether code generation is available.
+    pub fn is_enabled(&self) -> bool {
+        self.shared.codegen.is_ok()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        match &self.shared.codegen {
+            Ok(cg) => EngineStats {
+                arch: Some(cg.memory.backend().arch()),
+                disabled: None,
+                code: cg.memory.stats(),
+            },
+            Err(e) => EngineStats {
+                arch: None,
+                disabled: Some(Error::EngineDisabled(e.clone())),
+                code: CodeMemoryStats::default(),
+            },
+        }
+    }
+
+    /// Reads `len` bytes of this engine's code at `addr`, for inspection
+    /// (tests, disassembly of installed thunks).
+    ///
+    /// # Safety
+    /// The range must be inside this engine's code memory and nothing may
+    /// install or free code overlapping it during the read.
+    pub unsafe fn read_code(&self, addr: usize, len: usize) -> Option<Vec<u8>> {
+        let mem = self.shared.memory()?;
+        // SAFETY: forwarded from the caller.
+        mem.contains(addr)
+            .then(|| unsafe { mem.read_code(addr, len) })
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,38 @@
+//! hotcall: run-time indirect call promotion on Cranelift-compiled thunks.
+//!
+//! A host creates an [`Engine`], makes a [`Site`] for each place where it
+//! calls callbacks through function pointers, and calls through the site
+//! while [pinned](Engine::pin). [`Site::promote`] compiles a thunk that
+//! compares the incoming pointer against hot targets and calls a match
+//! directly; republishing is one atomic store, and the old thunk is freed
+//! once no thread can be inside it.
+//!
+//! ```
+//! use hotcall::Engine;
+//!
+//! extern "C" fn double(x: i64) -> i64 { x * 2 }
+//! extern "C" fn negate(x: i64) -> i64 { -x }
+//!
+//! let engine = Engine::new();
+//! let site = engine.site::<extern "C" fn(i64) -> i64>();
+//! site.promote(&[double]).unwrap();
+//! let pinned = engine.pin();
+//! assert_eq!(site.call(&pinned, double, (21,)), 42); // slot 0: direct call
+//! assert_eq!(site.call(&pinned, negate, (5,)), -5);  // miss: indirect call
+//! ```
+
+mod engine;
+mod error;
+mod pin;
+mod signature;
+mod site;
+
+pub use engine::{Engine, EngineConfig, EngineStats, Placement};
+pub use error::{Error, JitError};
+pub use pin::{Pinned, collect_garbage};
+pub use signature::{Param, Return, SiteFn};
+pub use site::{PromoteReport, Site, SiteMode, SiteStats, SlotStats};
+
+/// The code-generation crate, for disassembly and cross-ISA compilation.
+pub use hotcall_jit as jit;
+pub use hotcall_jit::{Arch, CallForm, CodeMemoryStats, ThunkSig, ValType};

@@ -1,0 +1,152 @@
+//! Typed signatures: which Rust function-pointer types a [`Site`] accepts.
+//!
+//! A site's type parameter is an `extern "C" fn(A0, .., An) -> R` with up to
+//! eight parameters. Each parameter type implements [`Param`] and the return
+//! type implements [`Return`]; both traits are sealed, so any other type
+//! (`i128`, a struct, a reference, a Rust-ABI fn) fails to compile. The
+//! mapping to the Cranelift signature is [`SiteFn::signature`].
+//!
+//! [`Site`]: crate::Site
+
+use hotcall_jit::{ThunkSig, ValType};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A type that can be a site parameter. Sealed.
+pub trait Param: sealed::Sealed + Copy + 'static {
+    /// How the ABI passes it.
+    const TYPE: ValType;
+}
+
+/// A type that can be a site return value: a [`Param`] type or `()`. Sealed.
+pub trait Return: sealed::Sealed + 'static {
+    /// How the ABI returns it, `None` for `()`.
+    const TYPE: Option<ValType>;
+}
+
+macro_rules! impl_param {
+    ($($t:ty => $v:ident),* $(,)?) => {$(
+        impl sealed::Sealed for $t {}
+        impl Param for $t {
+            const TYPE: ValType = ValType::$v;
+        }
+        impl Return for $t {
+            const TYPE: Option<ValType> = Some(ValType::$v);
+        }
+    )*};
+}
+
+impl_param! {
+    i8 => I8, i16 => I16, i32 => I32, i64 => I64,
+    u8 => U8, u16 => U16, u32 => U32, u64 => U64,
+    isize => I64, usize => U64, bool => Bool, f32 => F32, f64 => F64,
+}
+
+impl<T: 'static> sealed::Sealed for *const T {}
+impl<T: 'static> Param for *const T {
+    const TYPE: ValType = ValType::Ptr;
+}
+impl<T: 'static> Return for *const T {
+    const TYPE: Option<ValType> = Some(ValType::Ptr);
+}
+impl<T: 'static> sealed::Sealed for *mut T {}
+impl<T: 'static> Param for *mut T {
+    const TYPE: ValType = ValType::Ptr;
+}
+impl<T: 'static> Return for *mut T {
+    const TYPE: Option<ValType> = Some(ValType::Ptr);
+}
+
+impl sealed::Sealed for () {}
+impl Return for () {
+    const TYPE: Option<ValType> = None;
+}
+
+/// A function-pointer type a site can dispatch: `extern "C" fn(A0..An) -> R`
+/// with `n <= 8`. Sealed; implemented by macro for every arity.
+pub trait SiteFn: sealed::Sealed + Copy + Send + Sync + 'static {
+    /// The arguments as a tuple: `()`, `(A0,)`, `(A0, A1)`, ...
+    type Args: Copy;
+    /// The return type.
+    type Ret;
+    /// The parameter types, in order.
+    const PARAMS: &'static [ValType];
+    /// The return type, `None` for `()`.
+    const RET: Option<ValType>;
+
+    /// The signature the thunk compiler needs.
+    fn signature() -> ThunkSig {
+        ThunkSig::new(Self::PARAMS, Self::RET).expect("arity is at most 8 by construction")
+    }
+
+    /// The function's address.
+    fn addr(self) -> usize;
+
+    /// A plain indirect call.
+    fn call_indirect(self, args: Self::Args) -> Self::Ret;
+
+    /// Calls `target` through the thunk at `thunk`.
+    ///
+    /// # Safety
+    /// `thunk` must be the entry of executable code compiled for
+    /// [`Self::signature`] (an `extern "C" fn(target, args..) -> R`) that
+    /// stays executable until this call returns.
+    unsafe fn call_thunk(thunk: usize, target: Self, args: Self::Args) -> Self::Ret;
+}
+
+macro_rules! impl_site_fn {
+    ($($a:ident: $A:ident),*) => {
+        impl<R: Return, $($A: Param),*> sealed::Sealed for extern "C" fn($($A),*) -> R {}
+
+        impl<R: Return, $($A: Param),*> SiteFn for extern "C" fn($($A),*) -> R {
+            type Args = ($($A,)*);
+            type Ret = R;
+            const PARAMS: &'static [ValType] = &[$(<$A as Param>::TYPE),*];
+            const RET: Option<ValType> = <R as Return>::TYPE;
+
+            #[inline(always)]
+            fn addr(self) -> usize {
+                self as usize
+            }
+
+            #[inline(always)]
+            fn call_indirect(self, ($($a,)*): Self::Args) -> R {
+                self($($a),*)
+            }
+
+            #[inline(always)]
+            unsafe fn call_thunk(thunk: usize, target: Self, ($($a,)*): Self::Args) -> R {
+                // SAFETY: the caller guarantees `thunk` is live code with
+                // exactly this ABI: the target pointer first, then the
+                // target's own parameters and return.
+                let thunk: extern "C" fn(Self, $($A),*) -> R = unsafe { std::mem::transmute(thunk) };
+                thunk(target, $($a),*)
+            }
+        }
+    };
+}
+
+impl_site_fn!();
+impl_site_fn!(a0: A0);
+impl_site_fn!(a0: A0, a1: A1);
+impl_site_fn!(a0: A0, a1: A1, a2: A2);
+impl_site_fn!(a0: A0, a1: A1, a2: A2, a3: A3);
+impl_site_fn!(a0: A0, a1: A1, a2: A2, a3: A3, a4: A4);
+impl_site_fn!(a0: A0, a1: A1, a2: A2, a3: A3, a4: A4, a5: A5);
+impl_site_fn!(a0: A0, a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6);
+impl_site_fn!(a0: A0, a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, a7: A7);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_map_from_rust_types() {
+        type F = extern "C" fn(i8, f64, *const u8, bool, usize) -> f32;
+        assert_eq!(F::signature().to_string(), "(i8,f64,ptr,bool,u64)->f32");
+        type G = extern "C" fn();
+        assert_eq!(G::signature().to_string(), "()->()");
+    }
+}
