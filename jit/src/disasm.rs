@@ -51,6 +51,58 @@ pub fn disassemble(arch: Arch, code: &[u8], base: u64) -> Result<Vec<Insn>, JitE
         .collect())
 }
 
+/// Decodes only the instructions reachable from `base` by following
+/// fall-through and direct jumps, stopping paths at returns and indirect
+/// jumps, and lists them in address order. Data after the code (the x86-64
+/// constant pool) is never decoded as instructions, so the result is exact.
+pub fn disassemble_reachable(arch: Arch, code: &[u8], base: u64) -> Result<Vec<Insn>, JitError> {
+    let cs = capstone_for(arch)?;
+    let backend = arch.backend();
+    let end = base + code.len() as u64;
+    let mut seen = std::collections::BTreeMap::new();
+    let mut work = vec![base];
+    while let Some(mut pc) = work.pop() {
+        while (base..end).contains(&pc) && !seen.contains_key(&pc) {
+            let off = (pc - base) as usize;
+            let decoded = cs
+                .disasm_count(&code[off..], pc, 1)
+                .map_err(|e| JitError::Disasm(e.to_string()))?;
+            let Some(i) = decoded.iter().next() else {
+                return Err(JitError::Disasm(format!("undecodable bytes at {pc:#x}")));
+            };
+            let mnemonic = i.mnemonic().unwrap_or("").to_string();
+            let op_str = i.op_str().unwrap_or("").to_string();
+            let branch = backend.classify(&mnemonic, &op_str);
+            let next = pc + i.bytes().len() as u64;
+            seen.insert(
+                pc,
+                Insn {
+                    addr: pc,
+                    bytes: i.bytes().to_vec(),
+                    mnemonic,
+                    op_str,
+                    branch,
+                },
+            );
+            match branch {
+                Branch::Return | Branch::IndirectJump => break,
+                Branch::Jump {
+                    target,
+                    conditional,
+                } => {
+                    work.push(target);
+                    if !conditional {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            pc = next;
+        }
+    }
+    Ok(seen.into_values().collect())
+}
+
 /// One line per instruction: address, bytes, text.
 pub fn render(insns: &[Insn]) -> String {
     let mut out = String::new();

@@ -80,6 +80,10 @@ pub enum Branch {
     IndirectCall,
     /// A jump through a register or memory operand.
     IndirectJump,
+    /// A jump with the target encoded in the instruction.
+    Jump { target: u64, conditional: bool },
+    /// A return.
+    Return,
     /// Anything else.
     Other,
 }

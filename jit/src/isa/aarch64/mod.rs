@@ -76,6 +76,19 @@ impl IsaBackend for Aarch64 {
             "bl" => parse_imm_addr(op_str).map_or(Branch::Other, Branch::DirectCall),
             "blr" | "blraa" | "blrab" | "blraaz" | "blrabz" => Branch::IndirectCall,
             "br" | "braa" | "brab" | "braaz" | "brabz" => Branch::IndirectJump,
+            "ret" | "retaa" | "retab" => Branch::Return,
+            "b" => parse_imm_addr(op_str).map_or(Branch::Other, |target| Branch::Jump {
+                target,
+                conditional: false,
+            }),
+            m if m.starts_with("b.") || matches!(m, "cbz" | "cbnz" | "tbz" | "tbnz") => {
+                // The target is the last operand.
+                let last = op_str.rsplit(',').next().unwrap_or("");
+                parse_imm_addr(last).map_or(Branch::Other, |target| Branch::Jump {
+                    target,
+                    conditional: true,
+                })
+            }
             _ => Branch::Other,
         }
     }

@@ -65,11 +65,18 @@ impl IsaBackend for X86_64 {
 
     fn classify(&self, mnemonic: &str, op_str: &str) -> Branch {
         match mnemonic {
-            "call" => match parse_imm_addr(op_str) {
+            "call" | "callq" => match parse_imm_addr(op_str) {
                 Some(addr) => Branch::DirectCall(addr),
                 None => Branch::IndirectCall,
             },
-            "jmp" if parse_imm_addr(op_str).is_none() => Branch::IndirectJump,
+            "ret" | "retq" => Branch::Return,
+            m if m.starts_with('j') => match parse_imm_addr(op_str) {
+                Some(target) => Branch::Jump {
+                    target,
+                    conditional: m != "jmp" && m != "jmpq",
+                },
+                None => Branch::IndirectJump,
+            },
             _ => Branch::Other,
         }
     }

@@ -1,0 +1,110 @@
+//! Micro costs of the dispatch paths, in one run (criterion).
+//!
+//! Each benchmark runs a latency chain: the result of one call feeds the
+//! argument of the next, so calls cannot overlap and the figure is the cost
+//! of one call, as in FACTS.md. Ratios to `indirect` are the numbers to
+//! quote; absolute nanoseconds drift with the machine's load.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hotcall::Engine;
+
+type Callback = extern "C" fn(u64) -> u64;
+
+#[inline(never)]
+extern "C" fn t0(x: u64) -> u64 {
+    x.wrapping_mul(3).wrapping_add(1)
+}
+#[inline(never)]
+extern "C" fn t1(x: u64) -> u64 {
+    x.wrapping_mul(5).wrapping_add(2)
+}
+#[inline(never)]
+extern "C" fn t2(x: u64) -> u64 {
+    x.wrapping_mul(7).wrapping_add(3)
+}
+
+const CHAIN: u64 = 1000;
+
+fn dispatch(c: &mut Criterion) {
+    let engine = Engine::new();
+    let site = engine.named_site::<Callback>("bench");
+    site.promote(&[t0, t1]).expect("promote");
+    let pinned = engine.pin();
+    let mut g = c.benchmark_group("dispatch");
+    g.throughput(criterion::Throughput::Elements(CHAIN));
+
+    g.bench_function("direct", |b| {
+        b.iter(|| {
+            let mut x = black_box(1u64);
+            for _ in 0..CHAIN {
+                x = t0(x);
+            }
+            x
+        })
+    });
+    g.bench_function("indirect", |b| {
+        let f: Callback = black_box(t0);
+        b.iter(|| {
+            let mut x = black_box(1u64);
+            for _ in 0..CHAIN {
+                x = f(x);
+            }
+            x
+        })
+    });
+    for (name, target) in [
+        ("thunk_slot0", t0 as Callback),
+        ("thunk_slot1", t1),
+        ("thunk_miss", t2),
+    ] {
+        g.bench_function(name, |b| {
+            let f: Callback = black_box(target);
+            b.iter(|| {
+                let mut x = black_box(1u64);
+                for _ in 0..CHAIN {
+                    x = site.call(&pinned, f, (x,));
+                }
+                x
+            })
+        });
+    }
+    g.bench_function("thunk_slot0_pin_per_call", |b| {
+        let f: Callback = black_box(t0);
+        b.iter(|| {
+            let mut x = black_box(1u64);
+            for _ in 0..CHAIN {
+                x = site.call_pinned(f, (x,));
+            }
+            x
+        })
+    });
+    g.finish();
+}
+
+fn publish(c: &mut Criterion) {
+    let engine = Engine::new();
+    let site = engine.named_site::<Callback>("publish");
+    let mut g = c.benchmark_group("publish");
+    // Alternate the slot order so every iteration really compiles anew.
+    let mut flip = false;
+    g.bench_function("compile_install_2_slots", |b| {
+        b.iter(|| {
+            flip = !flip;
+            let order: [Callback; 2] = if flip { [t0, t1] } else { [t1, t0] };
+            site.promote(&order).expect("promote")
+        })
+    });
+    g.finish();
+    let stats = site.stats();
+    eprintln!(
+        "2-slot thunk: {} bytes of code, {} bytes allocated; {}",
+        stats.code_bytes,
+        stats.code_bytes.div_ceil(16) * 16,
+        engine.stats()
+    );
+}
+
+criterion_group!(benches, dispatch, publish);
+criterion_main!(benches);
