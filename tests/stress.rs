@@ -64,7 +64,7 @@ fn callers_survive_republishing() {
                     }
                     x = got | 1;
                     n += 1;
-                    if n % 64 == 0 {
+                    if n.is_multiple_of(64) {
                         pinned.quiesce();
                     }
                 }
@@ -77,7 +77,7 @@ fn callers_survive_republishing() {
         // demotion to a plain indirect call.
         while published < PUBLISHES {
             let i = published as usize;
-            if i % 97 == 0 {
+            if i.is_multiple_of(97) {
                 site.demote();
             }
             let n = i % 5;
