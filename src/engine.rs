@@ -71,7 +71,7 @@ impl fmt::Display for EngineStats {
         let c = &self.code;
         write!(
             f,
-            "  code memory: {} of {} bytes in use (peak {}), {} live thunks, {} installed, {} freed, {}",
+            "  code memory: {} of {} bytes in use (peak {}), {} live thunk(s), {} installed, {} freed, {}",
             c.in_use,
             c.capacity,
             c.peak_in_use,

@@ -7,6 +7,29 @@
 //! mapping to the Cranelift signature is [`SiteFn::signature`].
 //!
 //! [`Site`]: crate::Site
+//!
+//! These do not compile: an unsupported type, nine parameters, the Rust ABI.
+//!
+//! ```compile_fail
+//! let site = hotcall::Engine::new().site::<extern "C" fn(i128) -> i64>();
+//! ```
+//! ```compile_fail
+//! let site = hotcall::Engine::new().site::<extern "C" fn(i64) -> [u8; 16]>();
+//! ```
+//! ```compile_fail
+//! type Nine = extern "C" fn(i8, i8, i8, i8, i8, i8, i8, i8, i8);
+//! let site = hotcall::Engine::new().site::<Nine>();
+//! ```
+//! ```compile_fail
+//! let site = hotcall::Engine::new().site::<fn(i64) -> i64>();
+//! ```
+//! ```compile_fail
+//! let site = hotcall::Engine::new().site::<extern "C" fn(&i64) -> i64>();
+//! ```
+//! The same with supported types compiles:
+//! ```
+//! let site = hotcall::Engine::new().site::<extern "C" fn(i64, *const u8) -> f64>();
+//! ```
 
 use hotcall_jit::{ThunkSig, ValType};
 

@@ -128,6 +128,9 @@ pub struct ThunkCompiler {
     ctx: Context,
     fctx: FunctionBuilderContext,
     options: CompilerOptions,
+    /// Test hook: make the next compilation panic inside Cranelift's place.
+    #[cfg(test)]
+    inject_panic: bool,
 }
 
 /// Builds the Cranelift ISA object for `arch`.
@@ -163,6 +166,8 @@ impl ThunkCompiler {
             ctx: Context::new(),
             fctx: FunctionBuilderContext::new(),
             options,
+            #[cfg(test)]
+            inject_panic: false,
         })
     }
 
@@ -254,6 +259,10 @@ impl ThunkCompiler {
         slots: &[SlotPlan],
     ) -> Result<(Vec<u8>, Vec<CallReloc>), JitError> {
         self.ctx.clear();
+        #[cfg(test)]
+        if std::mem::take(&mut self.inject_panic) {
+            panic!("injected failure");
+        }
         ir::build_thunk(
             &mut self.ctx.func,
             &mut self.fctx,
@@ -305,5 +314,75 @@ impl ThunkCompiler {
             }
         }
         Ok((code, relocs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEAR: Placement = Placement {
+        lo: 0x1000_0000,
+        hi: 0x1100_0000,
+    };
+
+    #[test]
+    fn a_panic_in_codegen_is_an_error_and_the_compiler_recovers() {
+        let sig: ThunkSig = "(i64)->i64".parse().unwrap();
+        let mut c = ThunkCompiler::new(Arch::X86_64, CompilerOptions::default()).unwrap();
+        c.inject_panic = true;
+        let e = c.compile(&sig, &[0x1200_0000], NEAR).unwrap_err();
+        assert_eq!(e, JitError::Compile("panicked: injected failure".into()));
+        let t = c.compile(&sig, &[0x1200_0000], NEAR).unwrap();
+        assert_eq!(t.slots()[0].form, CallForm::Direct);
+    }
+
+    #[test]
+    fn call_form_follows_reach_from_the_whole_placement() {
+        let sig: ThunkSig = "(i64)->i64".parse().unwrap();
+        for arch in Arch::ALL {
+            let reach = arch.backend().direct_call_reach();
+            let mut c = ThunkCompiler::new(arch, CompilerOptions::default()).unwrap();
+            // Just in reach of `hi`... but from `lo` one byte too far.
+            let edge = NEAR.lo + reach;
+            let inside = NEAR.lo + reach - 4;
+            let near_hi = NEAR.hi - 4096;
+            let t = c.compile(&sig, &[near_hi, edge, inside], NEAR).unwrap();
+            let forms: Vec<_> = t.slots().iter().map(|s| s.form).collect();
+            assert_eq!(
+                forms,
+                [CallForm::Direct, CallForm::Absolute, CallForm::Direct],
+                "{arch}"
+            );
+            assert_eq!(t.relocs().len(), 2, "{arch}");
+            // Linked anywhere in the placement, direct calls still reach.
+            t.link(NEAR.lo).unwrap();
+            t.link(NEAR.hi - t.len() as u64).unwrap();
+        }
+    }
+
+    #[test]
+    fn linking_out_of_range_is_an_error_not_a_truncation() {
+        let sig: ThunkSig = "(i64)->i64".parse().unwrap();
+        for arch in Arch::ALL {
+            let mut c = ThunkCompiler::new(arch, CompilerOptions::default()).unwrap();
+            let t = c.compile(&sig, &[NEAR.hi + 4096], NEAR).unwrap();
+            let far = NEAR.hi + 4096 + 2 * arch.backend().direct_call_reach();
+            let e = t.link(far).unwrap_err();
+            assert!(matches!(e, JitError::OutOfRange { .. }), "{arch}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_target_lists_are_rejected() {
+        assert!(matches!(
+            ThunkCompiler::check_targets(&[1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            Err(JitError::TooManySlots { requested: 9, max: 8 })
+        ));
+        assert_eq!(
+            ThunkCompiler::check_targets(&[5, 0]),
+            Err(JitError::NullTarget { index: 1 })
+        );
+        assert!(ThunkCompiler::check_targets(&[]).is_ok());
     }
 }

@@ -25,10 +25,10 @@ fn capstone_for(arch: Arch) -> Result<Capstone, JitError> {
         .map_err(|e| JitError::Disasm(e.to_string()))
 }
 
-/// Decodes `code` as if it executed at `base`. Decoding stops at the first
-/// byte sequence that is not an instruction (the constant pool that follows
-/// the code on x86-64 may decode partly; callers that need exactness pass
-/// only the code).
+/// Decodes `code` linearly as if it executed at `base`, stopping at the
+/// first byte sequence that is not an instruction. On x86-64 the constant
+/// pool after a thunk's code decodes as junk instructions here; use
+/// [`disassemble_reachable`] for an exact listing of a thunk.
 pub fn disassemble(arch: Arch, code: &[u8], base: u64) -> Result<Vec<Insn>, JitError> {
     let cs = capstone_for(arch)?;
     let insns = cs

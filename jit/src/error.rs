@@ -20,6 +20,8 @@ pub enum JitError {
     },
     #[error("Cranelift failed to compile the thunk: {0}")]
     Compile(String),
+    #[error("unknown architecture `{0}` (expected x86_64 or aarch64)")]
+    UnknownArch(String),
     #[error("ISA {0} is not available: {1}")]
     Isa(&'static str, String),
     #[error("relocation at offset {offset} cannot reach {target:#x} from {place:#x}")]

@@ -137,10 +137,8 @@ pub(crate) fn build_thunk(
                 });
                 b.ins().call(callee, args)
             }
-            CallForm::Absolute => {
-                let addr = b.ins().iconst(types::I64, slot.target as i64);
-                b.ins().call_indirect(target_sig, addr, args)
-            }
+            // The compare constant is the callee's address.
+            CallForm::Absolute => b.ins().call_indirect(target_sig, promoted, args),
         };
         let results = b.inst_results(call).to_vec();
         b.ins().return_(&results);

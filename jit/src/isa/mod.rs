@@ -63,10 +63,7 @@ impl FromStr for Arch {
         match s {
             "x86_64" | "x86-64" | "x64" | "amd64" => Ok(Arch::X86_64),
             "aarch64" | "arm64" => Ok(Arch::Aarch64),
-            other => Err(JitError::Isa(
-                "?",
-                format!("unknown architecture `{other}` (expected x86_64 or aarch64)"),
-            )),
+            other => Err(JitError::UnknownArch(other.to_string())),
         }
     }
 }

@@ -1,0 +1,49 @@
+//! Command-line parsing and dispatch to one module per subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod disasm;
+mod listing;
+mod measure;
+
+/// Run-time indirect call promotion on Cranelift-compiled thunks.
+///
+/// Without a subcommand, runs `demo`.
+#[derive(Parser, Debug)]
+#[command(name = "hotcall", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compile a thunk for either ISA at a virtual address and disassemble it.
+    Disasm(disasm::DisasmArgs),
+    /// A quick timing of a promoted site against direct and plain indirect
+    /// calls (the default).
+    Demo,
+}
+
+/// Parses the command line and runs the subcommand. Usage errors exit with
+/// code 2 (clap's convention), failures while running with code 1.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Demo) {
+        Command::Disasm(args) => disasm::run(&args),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hotcall: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a subcommand fails with: a message for stderr.
+pub type CliResult = Result<(), String>;
