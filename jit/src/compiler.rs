@@ -377,7 +377,10 @@ mod tests {
     fn bad_target_lists_are_rejected() {
         assert!(matches!(
             ThunkCompiler::check_targets(&[1, 2, 3, 4, 5, 6, 7, 8, 9]),
-            Err(JitError::TooManySlots { requested: 9, max: 8 })
+            Err(JitError::TooManySlots {
+                requested: 9,
+                max: 8
+            })
         ));
         assert_eq!(
             ThunkCompiler::check_targets(&[5, 0]),
