@@ -9,6 +9,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hotcall::Engine;
+use hotcall::jit::{Arch, CompilerOptions, Placement, ThunkCompiler};
 
 type Callback = extern "C" fn(u64) -> u64;
 
@@ -23,6 +24,20 @@ extern "C" fn t1(x: u64) -> u64 {
 #[inline(never)]
 extern "C" fn t2(x: u64) -> u64 {
     x.wrapping_mul(7).wrapping_add(3)
+}
+
+/// The same promotion compiled by rustc: a compare chain with tail jumps,
+/// the best a compiler can do for a site promoted at compile time. The
+/// reference for what the thunk's shape costs on this CPU.
+#[inline(never)]
+extern "C" fn compiled_chain(f: Callback, x: u64) -> u64 {
+    if f as usize == t0 as *const () as usize {
+        t0(x)
+    } else if f as usize == t1 as *const () as usize {
+        t1(x)
+    } else {
+        f(x)
+    }
 }
 
 const CHAIN: u64 = 1000;
@@ -70,6 +85,17 @@ fn dispatch(c: &mut Criterion) {
             })
         });
     }
+    g.bench_function("rustc_chain_slot0", |b| {
+        let f: Callback = black_box(t0);
+        let chain: extern "C" fn(Callback, u64) -> u64 = black_box(compiled_chain);
+        b.iter(|| {
+            let mut x = black_box(1u64);
+            for _ in 0..CHAIN {
+                x = chain(f, x);
+            }
+            x
+        })
+    });
     g.bench_function("thunk_slot0_pin_per_call", |b| {
         let f: Callback = black_box(t0);
         b.iter(|| {
@@ -94,6 +120,38 @@ fn publish(c: &mut Criterion) {
             flip = !flip;
             let order: [Callback; 2] = if flip { [t0, t1] } else { [t1, t0] };
             site.promote(&order).expect("promote")
+        })
+    });
+    // The same without the membarrier that serializes all cores.
+    let quiet = Engine::with_config(hotcall::EngineConfig {
+        serialize_cores: false,
+        ..Default::default()
+    });
+    let quiet_site = quiet.named_site::<Callback>("publish-no-membarrier");
+    g.bench_function("compile_install_2_slots_no_membarrier", |b| {
+        b.iter(|| {
+            flip = !flip;
+            let order: [Callback; 2] = if flip { [t0, t1] } else { [t1, t0] };
+            quiet_site.promote(&order).expect("promote")
+        })
+    });
+    // Cranelift alone: IR construction and code generation.
+    let mut compiler =
+        ThunkCompiler::new(Arch::host().unwrap(), CompilerOptions::default()).unwrap();
+    let sig = <Callback as hotcall::SiteFn>::signature();
+    let placement = Placement {
+        lo: t0 as usize as u64,
+        hi: t0 as usize as u64 + 4096,
+    };
+    g.bench_function("compile_only_2_slots", |b| {
+        b.iter(|| {
+            flip = !flip;
+            let order = if flip {
+                [t0 as usize as u64, t1 as usize as u64]
+            } else {
+                [t1 as usize as u64, t0 as usize as u64]
+            };
+            compiler.compile(&sig, &order, placement).expect("compile")
         })
     });
     g.finish();
