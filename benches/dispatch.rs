@@ -140,16 +140,22 @@ fn publish(c: &mut Criterion) {
         ThunkCompiler::new(Arch::host().unwrap(), CompilerOptions::default()).unwrap();
     let sig = <Callback as hotcall::SiteFn>::signature();
     let placement = Placement {
-        lo: t0 as usize as u64,
-        hi: t0 as usize as u64 + 4096,
+        lo: t0 as Callback as usize as u64,
+        hi: t0 as Callback as usize as u64 + 4096,
     };
     g.bench_function("compile_only_2_slots", |b| {
         b.iter(|| {
             flip = !flip;
             let order = if flip {
-                [t0 as usize as u64, t1 as usize as u64]
+                [
+                    t0 as Callback as usize as u64,
+                    t1 as Callback as usize as u64,
+                ]
             } else {
-                [t1 as usize as u64, t0 as usize as u64]
+                [
+                    t1 as Callback as usize as u64,
+                    t0 as Callback as usize as u64,
+                ]
             };
             compiler.compile(&sig, &order, placement).expect("compile")
         })
