@@ -23,8 +23,9 @@ pub struct EngineConfig {
     pub placement: Placement,
     /// Run Cranelift's verifier on each thunk (default: in debug builds).
     pub verify: bool,
-    /// Serialize all cores after writing a thunk (`membarrier SYNC_CORE`),
-    /// as the architectures require for cross-modified code (default on).
+    /// Serialize all cores after writing a thunk (`membarrier SYNC_CORE`).
+    /// Default: on for aarch64 (required), off for x86-64 (coherent
+    /// instruction fetch; see `hotcall_jit::coherence`).
     pub serialize_cores: bool,
 }
 
@@ -46,7 +47,7 @@ impl Default for EngineConfig {
             code_capacity: 16 << 20,
             placement: Placement::NearHostText,
             verify: cfg!(debug_assertions),
-            serialize_cores: true,
+            serialize_cores: hotcall_jit::coherence::SERIALIZE_BY_DEFAULT,
         }
     }
 }

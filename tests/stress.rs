@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hotcall::{Engine, collect_garbage};
+use hotcall::{Engine, EngineConfig, collect_garbage};
 
 type Callback = extern "C" fn(u64) -> u64;
 
@@ -39,7 +39,21 @@ const CALLERS: usize = 2;
 
 #[test]
 fn callers_survive_republishing() {
-    let engine = Engine::new();
+    republish_under_load(EngineConfig::default());
+}
+
+/// The same with `membarrier(SYNC_CORE)` after every write (the aarch64
+/// default, optional on x86-64).
+#[test]
+fn callers_survive_republishing_with_core_serialization() {
+    republish_under_load(EngineConfig {
+        serialize_cores: true,
+        ..Default::default()
+    });
+}
+
+fn republish_under_load(config: EngineConfig) {
+    let engine = Engine::with_config(config);
     let site = engine.named_site::<Callback>("stress");
     let stop = AtomicBool::new(false);
     let calls = AtomicU64::new(0);

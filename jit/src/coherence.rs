@@ -16,9 +16,27 @@
 //! and thunks share cache lines with their neighbours, so a core may have
 //! fetched the old bytes (or the poison) at an address that now holds a new
 //! thunk. The grace period guarantees no thread is *inside* the old code;
-//! only the serialization guarantees no core still holds its bytes.
+//! on aarch64 only the serialization guarantees no core still holds its
+//! bytes.
+//!
+//! On x86-64 step 2 is off by default ([`SERIALIZE_BY_DEFAULT`]). hotcall
+//! writes code only where no thread can be executing (never-used memory, or
+//! memory freed after a grace period), and x86 instruction fetch snoops
+//! stores: a store to a line held in any core's instruction cache or
+//! pipeline invalidates it (the SDM's self-modifying-code detection, which
+//! applies across cores). The SDM's serializing-instruction rule for
+//! cross-modifying code covers code a core may be running *while* it is
+//! modified, which hotcall never does. wasmtime makes the same choice (its
+//! `pipeline_flush_mt` issues the membarrier on aarch64 only). The
+//! membarrier costs about 15 us per publish on this project's 2-vCPU VM
+//! (IPIs are VM exits), a quarter of the publish budget; engines can turn
+//! it back on (`EngineConfig::serialize_cores`).
 
 use std::sync::OnceLock;
+
+/// Whether code memory serializes all cores after each write by default:
+/// required on aarch64, not needed on x86-64 (see the module docs).
+pub const SERIALIZE_BY_DEFAULT: bool = cfg!(target_arch = "aarch64");
 
 use rustix::thread::{MembarrierCommand, membarrier};
 
