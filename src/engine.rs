@@ -27,6 +27,10 @@ pub struct EngineConfig {
     /// Default: on for aarch64 (required), off for x86-64 (coherent
     /// instruction fetch; see `hotcall_jit::coherence`).
     pub serialize_cores: bool,
+    /// Let promoted hits jump to their target instead of calling it, where
+    /// the signature passes everything in registers (default on). Off gives
+    /// Cranelift's call-and-return shape, for comparison.
+    pub tail_jumps: bool,
 }
 
 /// Where an engine's code memory goes.
@@ -48,6 +52,7 @@ impl Default for EngineConfig {
             placement: Placement::NearHostText,
             verify: cfg!(debug_assertions),
             serialize_cores: hotcall_jit::coherence::SERIALIZE_BY_DEFAULT,
+            tail_jumps: true,
         }
     }
 }
@@ -209,6 +214,7 @@ impl Engine {
             arch,
             CompilerOptions {
                 verify: config.verify,
+                tail_jumps: config.tail_jumps,
             },
         )?;
         Ok(Codegen {

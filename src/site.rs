@@ -29,6 +29,10 @@ pub struct SlotStats {
     pub target: usize,
     /// Whether the call is a true direct call or the absolute fallback.
     pub form: CallForm,
+    /// A direct slot that jumps to its target (`jmp rel32` / `b`) after
+    /// tearing down the thunk's frame, so the target returns straight to the
+    /// caller.
+    pub tail: bool,
 }
 
 /// A snapshot of a site.
@@ -81,7 +85,8 @@ impl fmt::Display for SiteStats {
             write!(f, ", last compile {:.1} us", t.as_secs_f64() * 1e6)?;
         }
         for (i, s) in self.slots.iter().enumerate() {
-            write!(f, "\n  slot {i}: {:#x} ({})", s.target, s.form.name())?;
+            let tail = if s.tail { ", tail jump" } else { "" };
+            write!(f, "\n  slot {i}: {:#x} ({}{tail})", s.target, s.form.name())?;
         }
         if let Some(e) = &self.last_error {
             write!(f, "\n  last error: {e}")?;
@@ -307,6 +312,7 @@ fn slot_stats(i: &Installed) -> Vec<SlotStats> {
         .map(|s| SlotStats {
             target: s.target as usize,
             form: s.form,
+            tail: s.tail,
         })
         .collect()
 }

@@ -40,6 +40,7 @@ fn disasm_aarch64_calls_promoted_targets_with_bl() {
         "(i64,i64)->i64",
         "--slots",
         "2",
+        "--no-tail-jumps",
     ]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
@@ -68,6 +69,7 @@ fn disasm_x86_64_calls_promoted_targets_with_call_rel32() {
         "(i64,i64)->i64",
         "--slots",
         "2",
+        "--no-tail-jumps",
     ]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
@@ -87,6 +89,41 @@ fn disasm_x86_64_calls_promoted_targets_with_call_rel32() {
         .collect();
     assert_eq!(indirect.len(), 1, "one indirect call, the miss:\n{out}");
     assert_eq!(calls.len(), 3, "{out}");
+}
+
+/// By default, hits tail-jump: a direct `b` / `jmp rel32` to each promoted
+/// target and no direct call at all; the miss stays an indirect call.
+#[test]
+fn disasm_default_hits_tail_jump_directly() {
+    for (arch, jump, call, indirect) in [
+        ("aarch64", "b", "bl", "blr"),
+        ("x86_64", "jmp", "callq", "callq"),
+    ] {
+        let o = hotcall(&[
+            "disasm",
+            "--arch",
+            arch,
+            "--sig",
+            "(i64,i64)->i64",
+            "--slots",
+            "2",
+        ]);
+        let out = stdout(&o);
+        assert!(o.status.success(), "{out}{}", stderr(&o));
+        let sep = if arch == "aarch64" { " #" } else { " " };
+        let jumps = insns(&out, jump);
+        assert_eq!(jumps.len(), 2, "{arch}: two direct jumps:\n{out}");
+        assert!(jumps[0].ends_with(&format!("{jump}{sep}{T0}")), "{out}");
+        assert!(jumps[1].ends_with(&format!("{jump}{sep}{T1}")), "{out}");
+        let calls = insns(&out, call);
+        let expect_calls = if arch == "aarch64" { 0 } else { 1 };
+        assert_eq!(calls.len(), expect_calls, "{arch}: no direct call:\n{out}");
+        assert!(
+            !insns(&out, indirect).is_empty(),
+            "{arch}: the miss:\n{out}"
+        );
+        assert_eq!(out.matches("direct, tail jump").count(), 2, "{out}");
+    }
 }
 
 #[test]

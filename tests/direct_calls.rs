@@ -1,8 +1,9 @@
 //! Decodes installed thunks and checks that every in-range promoted call is
-//! a true direct call to its target, and that the only indirect branch is
-//! the miss path's call.
+//! a true direct transfer to its target (a direct call, or with tail jumps a
+//! direct jump after the epilogue), and that the only indirect branch is the
+//! miss path's call.
 
-use hotcall::{CallForm, Engine};
+use hotcall::{CallForm, Engine, EngineConfig};
 use hotcall_jit::Branch;
 use hotcall_jit::disasm::{disassemble_reachable, render};
 
@@ -27,7 +28,22 @@ targets!(
 
 #[test]
 fn promoted_calls_are_direct() {
-    let engine = Engine::new();
+    check_direct(EngineConfig::default(), true);
+}
+
+#[test]
+fn promoted_calls_are_direct_calls_without_tail_jumps() {
+    check_direct(
+        EngineConfig {
+            tail_jumps: false,
+            ..Default::default()
+        },
+        false,
+    );
+}
+
+fn check_direct(config: EngineConfig, tail: bool) {
+    let engine = Engine::with_config(config);
     assert!(engine.stats().code.near_host_text, "{}", engine.stats());
     let arch = engine.stats().arch.unwrap();
     let site = engine.site::<Callback>();
@@ -42,13 +58,18 @@ fn promoted_calls_are_direct() {
         let code = unsafe { engine.read_code(report.entry, report.code_bytes) }.unwrap();
         let insns = disassemble_reachable(arch, &code, report.entry as u64).unwrap();
         let listing = render(&insns);
+        let end = report.entry as u64 + report.code_bytes as u64;
         let direct: Vec<u64> = insns
             .iter()
-            .filter_map(|i| match i.branch {
-                Branch::DirectCall(t) => Some(t),
-                _ => None,
-            })
+            .filter_map(|i| i.direct_exit(report.entry as u64, end))
             .collect();
+        let calls = insns
+            .iter()
+            .filter(|i| matches!(i.branch, Branch::DirectCall(_)))
+            .count();
+        // (u64, f64) passes in registers on both ISAs: every hit can jump.
+        assert_eq!(calls, if tail { 0 } else { n }, "{listing}");
+        assert!(report.slots.iter().all(|s| s.tail == tail), "{report:?}");
         let want: Vec<u64> = TARGETS[..n].iter().map(|&f| f as usize as u64).collect();
         assert_eq!(direct, want, "direct calls in slot order\n{listing}");
         let indirect = insns
@@ -56,12 +77,12 @@ fn promoted_calls_are_direct() {
             .filter(|i| matches!(i.branch, Branch::IndirectCall | Branch::IndirectJump))
             .count();
         assert_eq!(indirect, 1, "only the miss is indirect\n{listing}");
-        // Slot 0's hit path is a straight line: no taken jump before the
-        // first call.
+        // Slot 0's hit path is a straight line: no jump inside the thunk
+        // before the first direct transfer to a target.
         if n > 0 {
             let first_call = insns
                 .iter()
-                .position(|i| matches!(i.branch, Branch::DirectCall(_)))
+                .position(|i| i.direct_exit(report.entry as u64, end).is_some())
                 .unwrap();
             assert!(
                 insns[..first_call].iter().all(|i| !matches!(

@@ -73,16 +73,10 @@ fn blessing() -> bool {
 /// each far target and for the miss, nothing else.
 fn render_checked(arch: Arch, c: &Case) -> String {
     let sig: ThunkSig = c.sig.parse().expect("case signature parses");
-    let l = ThunkListing::build(arch, &sig, c.slots, c.far)
+    let l = ThunkListing::build(arch, &sig, c.slots, c.far, true)
         .unwrap_or_else(|e| panic!("{arch} {}: {e}", c.name));
-    let direct: Vec<u64> = l
-        .insns
-        .iter()
-        .filter_map(|i| match i.branch {
-            Branch::DirectCall(to) => Some(to),
-            _ => None,
-        })
-        .collect();
+    // Direct calls, or direct tail jumps out of the thunk.
+    let direct: Vec<u64> = l.direct_exits();
     let indirect = l
         .insns
         .iter()

@@ -25,12 +25,17 @@ pub struct CompilerOptions {
     /// Run Cranelift's IR verifier on every thunk. It costs about a third of
     /// the compile time (FACTS.md); on by default in debug builds.
     pub verify: bool,
+    /// Let direct hits tail-jump to their target where sound (see
+    /// `ThunkCompiler::make_tail_jumps`). On by default; off reproduces
+    /// Cranelift's plain call-and-return shape.
+    pub tail_jumps: bool,
 }
 
 impl Default for CompilerOptions {
     fn default() -> Self {
         CompilerOptions {
             verify: cfg!(debug_assertions),
+            tail_jumps: true,
         }
     }
 }
@@ -121,6 +126,14 @@ impl CompiledThunk {
     }
 }
 
+/// Cranelift's output for one thunk, before the tail-jump rewrite.
+struct RawCode {
+    code: Vec<u8>,
+    relocs: Vec<CallReloc>,
+    /// Offsets where basic blocks start.
+    bb_starts: Vec<u32>,
+}
+
 /// Builds thunks for one ISA, reusing Cranelift's contexts between thunks.
 pub struct ThunkCompiler {
     backend: &'static dyn IsaBackend,
@@ -153,6 +166,9 @@ pub(crate) fn build_isa(arch: Arch, options: &CompilerOptions) -> Result<OwnedTa
         // debuggers and profilers (no unwind info is registered).
         ("preserve_frame_pointers", "true"),
         ("is_pic", "false"),
+        // Basic-block offsets, so the tail-jump rewrite can prove nothing
+        // jumps into the bytes it changes.
+        ("machine_code_cfg_info", "true"),
     ] {
         flags.set(name, value).map_err(|e| err(e.to_string()))?;
     }
@@ -230,11 +246,17 @@ impl ThunkCompiler {
                 } else {
                     CallForm::Absolute
                 },
+                tail: false,
             })
             .collect();
+        let mut slots = slots;
         let start = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| self.compile_inner(sig, &slots)));
-        let (code, relocs) = match result {
+        let RawCode {
+            mut code,
+            mut relocs,
+            bb_starts,
+        } = match result {
             Ok(r) => r?,
             Err(panic) => {
                 // The contexts may be half-way through a function: start over.
@@ -248,6 +270,9 @@ impl ThunkCompiler {
                 return Err(JitError::Compile(format!("panicked: {msg}")));
             }
         };
+        if self.options.tail_jumps {
+            self.make_tail_jumps(sig, &mut code, &mut relocs, &mut slots, &bb_starts);
+        }
         Ok(CompiledThunk {
             arch: self.backend.arch(),
             sig: sig.clone(),
@@ -258,11 +283,7 @@ impl ThunkCompiler {
         })
     }
 
-    fn compile_inner(
-        &mut self,
-        sig: &ThunkSig,
-        slots: &[SlotPlan],
-    ) -> Result<(Vec<u8>, Vec<CallReloc>), JitError> {
+    fn compile_inner(&mut self, sig: &ThunkSig, slots: &[SlotPlan]) -> Result<RawCode, JitError> {
         self.ctx.clear();
         #[cfg(test)]
         if std::mem::take(&mut self.inject_panic) {
@@ -281,6 +302,7 @@ impl ThunkCompiler {
             .compile(&*self.isa, &mut ControlPlane::default())
             .map_err(|e| JitError::Compile(format!("{:?}", e.inner)))?;
         let code = compiled.code_buffer().to_vec();
+        let bb_starts = compiled.bb_starts.clone();
         let mut relocs = Vec::new();
         for r in compiled.buffer.relocs() {
             let slot = match &r.target {
@@ -318,7 +340,43 @@ impl ThunkCompiler {
                 )));
             }
         }
-        Ok((code, relocs))
+        Ok(RawCode {
+            code,
+            relocs,
+            bb_starts,
+        })
+    }
+
+    /// Turns each direct hit's `call; epilogue; ret` into `epilogue; jmp`
+    /// where that is sound: every argument travels in registers (so the
+    /// target finds them where the thunk's caller put them, shifted by the
+    /// register moves already done), the call is immediately followed by
+    /// the epilogue (nothing to do after the target returns: no return
+    /// value extension, no saved registers), and no basic block starts
+    /// inside the rewritten bytes (nothing else jumps into that epilogue).
+    fn make_tail_jumps(
+        &self,
+        sig: &ThunkSig,
+        code: &mut [u8],
+        relocs: &mut [CallReloc],
+        slots: &mut [SlotPlan],
+        bb_starts: &[u32],
+    ) {
+        let mut thunk_params = vec![crate::types::ValType::Ptr];
+        thunk_params.extend_from_slice(sig.params());
+        if !self.backend.args_in_registers(&thunk_params) {
+            return;
+        }
+        for r in relocs.iter_mut() {
+            let (lo, hi) = self.backend.tail_jump_window(r.offset);
+            if bb_starts.iter().any(|&b| b > lo && b < hi) {
+                continue;
+            }
+            if let Some(new) = self.backend.rewrite_call_as_tail_jump(code, r.offset) {
+                r.offset = new;
+                slots[r.slot].tail = true;
+            }
+        }
     }
 }
 

@@ -19,8 +19,31 @@ pub struct Insn {
     pub branch: Branch,
 }
 
+impl Insn {
+    /// The target of a direct transfer that leaves the code `[base, end)`:
+    /// a direct call, or a direct unconditional jump to outside the code (a
+    /// promoted hit's tail jump). Conditional branches and jumps inside the
+    /// code are control flow within the thunk.
+    pub fn direct_exit(&self, base: u64, end: u64) -> Option<u64> {
+        match self.branch {
+            Branch::DirectCall(t) => Some(t),
+            Branch::Jump {
+                target,
+                conditional: false,
+            } if !(base..end).contains(&target) => Some(target),
+            _ => None,
+        }
+    }
+}
+
 fn capstone_for(arch: Arch) -> Result<Capstone, JitError> {
-    let isa = build_isa(arch, &CompilerOptions { verify: false })?;
+    let isa = build_isa(
+        arch,
+        &CompilerOptions {
+            verify: false,
+            ..Default::default()
+        },
+    )?;
     isa.to_capstone()
         .map_err(|e| JitError::Disasm(e.to_string()))
 }

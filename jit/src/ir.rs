@@ -17,10 +17,12 @@
 //! fall-through: slot 0's hit path is a straight line with no taken branch
 //! (FACTS.md: 1.73 ns against 2.31 ns for a taken `je`).
 //!
-//! The calls are not tail calls: `return_call` requires the `tail` calling
-//! convention on both sides, and the targets are ordinary C functions. So
-//! the callee returns into the thunk, which is why reclamation must cover
-//! the whole call.
+//! The calls are not tail calls in the IR: `return_call` requires the
+//! `tail` calling convention on both sides, and the targets are ordinary C
+//! functions. The compiler turns direct hits into jumps after code
+//! generation where that is sound (`ThunkCompiler::make_tail_jumps`); the
+//! miss path and absolute calls keep the call, so the callee may return
+//! into the thunk, which is why reclamation must cover the whole call.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
@@ -57,6 +59,10 @@ impl CallForm {
 pub struct SlotPlan {
     pub target: u64,
     pub form: CallForm,
+    /// A direct slot whose hit *jumps* to the target after tearing down the
+    /// thunk's frame (the target returns straight to the thunk's caller).
+    /// Set after code generation, where the pattern allows it.
+    pub tail: bool,
 }
 
 /// The Cranelift parameter for one value type, with the extension the C ABI

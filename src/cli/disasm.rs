@@ -28,6 +28,11 @@ pub struct DisasmArgs {
     /// absolute form (address in a register, indirect call) shows.
     #[arg(long)]
     far: bool,
+
+    /// Keep Cranelift's call-and-return for hits (`call rel32` / `bl`)
+    /// instead of tail-jumping to the target (`jmp rel32` / `b`).
+    #[arg(long)]
+    no_tail_jumps: bool,
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
@@ -56,7 +61,7 @@ pub fn run(args: &DisasmArgs) -> CliResult {
         Some(a) => a,
         None => Arch::host().ok_or("the host is not x86_64 or aarch64: pass --arch")?,
     };
-    let listing = ThunkListing::build(arch, &args.sig, args.slots, args.far)
+    let listing = ThunkListing::build(arch, &args.sig, args.slots, args.far, !args.no_tail_jumps)
         .map_err(|e| format!("cannot build the thunk: {e}"))?;
     let out = format!("{}\n{}\n", listing.text(), summary(&listing));
     // A closed pipe (`| head`) is not an error worth a message.
@@ -69,12 +74,9 @@ pub fn run(args: &DisasmArgs) -> CliResult {
 /// The calls as the decoder classifies them, to check the header by.
 fn summary(listing: &ThunkListing) -> String {
     let direct: Vec<String> = listing
-        .insns
+        .direct_exits()
         .iter()
-        .filter_map(|i| match i.branch {
-            Branch::DirectCall(to) => Some(format!("{to:#x}")),
-            _ => None,
-        })
+        .map(|to| format!("{to:#x}"))
         .collect();
     let indirect = listing
         .insns
@@ -82,7 +84,7 @@ fn summary(listing: &ThunkListing) -> String {
         .filter(|i| i.branch == Branch::IndirectCall)
         .count();
     format!(
-        "calls: {} direct{}, {indirect} indirect (code linked at {CODE_BASE:#x}; targets are virtual)",
+        "calls: {} direct (call or tail jump){}, {indirect} indirect (code linked at {CODE_BASE:#x}; targets are virtual)",
         direct.len(),
         if direct.is_empty() {
             String::new()

@@ -48,20 +48,33 @@ pub struct ThunkListing {
     pub header: String,
     /// The instructions of the code, as linked at [`CODE_BASE`].
     pub insns: Vec<Insn>,
+    /// Bytes of machine code, constant pool included.
+    pub code_len: u64,
     /// The bytes after the code (x86-64 constant pool), rendered.
     data: String,
 }
 
 impl ThunkListing {
     /// Compiles the thunk for `sig` on `arch` with `slots` promoted targets
-    /// at the virtual placement (out of direct range if `far`).
-    pub fn build(arch: Arch, sig: &ThunkSig, slots: usize, far: bool) -> Result<Self, JitError> {
+    /// at the virtual placement (out of direct range if `far`); hits
+    /// tail-jump to their targets where sound if `tail_jumps`.
+    pub fn build(
+        arch: Arch,
+        sig: &ThunkSig,
+        slots: usize,
+        far: bool,
+        tail_jumps: bool,
+    ) -> Result<Self, JitError> {
         let targets: Vec<u64> = (0..slots).map(|k| target_addr(arch, k, far)).collect();
         let placement = Placement {
             lo: CODE_BASE,
             hi: CODE_BASE + CODE_SPAN,
         };
-        let mut compiler = ThunkCompiler::new(arch, CompilerOptions::default())?;
+        let options = CompilerOptions {
+            tail_jumps,
+            ..CompilerOptions::default()
+        };
+        let mut compiler = ThunkCompiler::new(arch, options)?;
         let compiled = compiler.compile(sig, &targets, placement)?;
         let code = compiled.link(CODE_BASE)?;
         // Only what control flow reaches: never the x86-64 constant pool.
@@ -80,14 +93,30 @@ impl ThunkListing {
             code.len()
         );
         for (k, s) in compiled.slots().iter().enumerate() {
-            let _ = writeln!(header, "  slot {k}: {:#x} {}", s.target, s.form.name());
+            let tail = if s.tail { ", tail jump" } else { "" };
+            let _ = writeln!(
+                header,
+                "  slot {k}: {:#x} {}{tail}",
+                s.target,
+                s.form.name()
+            );
         }
         let _ = writeln!(header, "  miss: indirect call through the target argument");
         Ok(ThunkListing {
             header,
             insns,
+            code_len: code.len() as u64,
             data,
         })
+    }
+
+    /// Targets of the direct calls and direct tail jumps, in code order.
+    pub fn direct_exits(&self) -> Vec<u64> {
+        let end = CODE_BASE + self.code_len;
+        self.insns
+            .iter()
+            .filter_map(|i| i.direct_exit(CODE_BASE, end))
+            .collect()
     }
 
     /// Header, a blank line, one line per instruction, then the data.

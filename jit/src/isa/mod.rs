@@ -12,6 +12,7 @@ use std::str::FromStr;
 use cranelift_codegen::binemit::Reloc;
 
 use crate::error::JitError;
+use crate::types::ValType;
 
 pub mod aarch64;
 pub mod x86_64;
@@ -114,6 +115,25 @@ pub trait IsaBackend: Send + Sync {
         addend: i64,
     ) -> Result<(), JitError>;
 
+    /// Whether a call with these parameters (the thunk's, with the target
+    /// pointer first) passes everything in registers. Only then may a hit
+    /// tail-jump to its target: with stack arguments, the thunk's incoming
+    /// stack layout differs from the one the target expects.
+    fn args_in_registers(&self, thunk_params: &[ValType]) -> bool;
+
+    /// Rewrites a direct call followed by the frame epilogue and a return
+    /// into the epilogue followed by a direct *jump*, in place and at the
+    /// same length, so the target returns straight to the thunk's caller
+    /// (one call/return pair less on every hit; see DESIGN.md). `offset` is
+    /// the call's relocation offset. Returns the relocation offset of the
+    /// jump, or `None` (code untouched) if the bytes are not exactly that
+    /// pattern.
+    fn rewrite_call_as_tail_jump(&self, code: &mut [u8], offset: u32) -> Option<u32>;
+
+    /// The byte range `[start, end)` that [`Self::rewrite_call_as_tail_jump`]
+    /// may change for the call relocated at `offset`.
+    fn tail_jump_window(&self, offset: u32) -> (u32, u32);
+
     /// The instruction-sized pattern written over freed code: executing it
     /// traps (`int3`, `brk`), so a stale entry crashes instead of running
     /// whatever is allocated there next.
@@ -121,6 +141,12 @@ pub trait IsaBackend: Send + Sync {
 
     /// Classifies one instruction decoded by capstone.
     fn classify(&self, mnemonic: &str, op_str: &str) -> Branch;
+}
+
+/// Counts integer-class and float-class parameters.
+pub(crate) fn count_classes(params: &[ValType]) -> (usize, usize) {
+    let floats = params.iter().filter(|t| t.is_float()).count();
+    (params.len() - floats, floats)
 }
 
 /// Parses capstone's rendering of an immediate address (`0x1234`, `#0x1234`).

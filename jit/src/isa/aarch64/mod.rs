@@ -6,8 +6,9 @@
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{Arch, Branch, IsaBackend, parse_imm_addr};
+use super::{Arch, Branch, IsaBackend, count_classes, parse_imm_addr};
 use crate::error::JitError;
+use crate::types::ValType;
 
 pub mod icache;
 
@@ -65,6 +66,39 @@ impl IsaBackend for Aarch64 {
         insn = (insn & !0x03ff_ffff) | (words as u32 & 0x03ff_ffff);
         code[at..at + 4].copy_from_slice(&insn.to_le_bytes());
         Ok(())
+    }
+
+    fn args_in_registers(&self, thunk_params: &[ValType]) -> bool {
+        // AAPCS64: x0-x7 and v0-v7.
+        let (ints, floats) = count_classes(thunk_params);
+        ints <= 8 && floats <= 8
+    }
+
+    fn rewrite_call_as_tail_jump(&self, code: &mut [u8], offset: u32) -> Option<u32> {
+        // bl T; ldp x29, x30, [sp], #16; ret
+        //   -> ldp x29, x30, [sp], #16; b T; brk    (12 bytes both)
+        const LDP_FP_LR: u32 = 0xa8c1_7bfd;
+        const RET: u32 = 0xd65f_03c0;
+        const BL: u32 = 0x9400_0000;
+        const B: u32 = 0x1400_0000;
+        let at = offset as usize;
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(
+                code.get(at + 4 * i..at + 4 * i + 4)?.try_into().ok()?,
+            ))
+        };
+        let (bl, ldp, ret) = (word(0)?, word(1)?, word(2)?);
+        if bl & 0xfc00_0000 != BL || ldp != LDP_FP_LR || ret != RET {
+            return None;
+        }
+        code[at..at + 4].copy_from_slice(&LDP_FP_LR.to_le_bytes());
+        code[at + 4..at + 8].copy_from_slice(&B.to_le_bytes());
+        code[at + 8..at + 12].copy_from_slice(&BRK_POISON_BYTES);
+        Some(offset + 4)
+    }
+
+    fn tail_jump_window(&self, offset: u32) -> (u32, u32) {
+        (offset, offset + 12)
     }
 
     fn poison_pattern(&self) -> &'static [u8] {

@@ -7,8 +7,9 @@
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{Arch, Branch, IsaBackend, parse_imm_addr};
+use super::{Arch, Branch, IsaBackend, count_classes, parse_imm_addr};
 use crate::error::JitError;
+use crate::types::ValType;
 
 pub mod icache;
 
@@ -57,6 +58,32 @@ impl IsaBackend for X86_64 {
         let at = offset as usize;
         code[at..at + 4].copy_from_slice(&disp.to_le_bytes());
         Ok(())
+    }
+
+    fn args_in_registers(&self, thunk_params: &[ValType]) -> bool {
+        // System V: six integer registers, eight vector registers.
+        let (ints, floats) = count_classes(thunk_params);
+        ints <= 6 && floats <= 8
+    }
+
+    fn rewrite_call_as_tail_jump(&self, code: &mut [u8], offset: u32) -> Option<u32> {
+        // call rel32; mov %rbp,%rsp; pop %rbp; ret
+        //   -> mov %rbp,%rsp; pop %rbp; jmp rel32     (10 bytes both)
+        const EPILOGUE: [u8; 4] = [0x48, 0x89, 0xec, 0x5d];
+        let call = (offset as usize).checked_sub(1)?;
+        let window = code.get(call..call + 10)?;
+        if window[0] != 0xe8 || window[5..9] != EPILOGUE || window[9] != 0xc3 {
+            return None;
+        }
+        code[call..call + 4].copy_from_slice(&EPILOGUE);
+        code[call + 4] = 0xe9; // jmp rel32
+        code[call + 5..call + 9].fill(0);
+        code[call + 9] = 0xcc; // never reached: int3
+        Some(offset + 4)
+    }
+
+    fn tail_jump_window(&self, offset: u32) -> (u32, u32) {
+        (offset.saturating_sub(1), offset + 9)
     }
 
     fn poison_pattern(&self) -> &'static [u8] {
