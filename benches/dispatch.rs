@@ -86,6 +86,24 @@ fn dispatch(c: &mut Criterion) {
             })
         });
     }
+    // The same thunk with Cranelift's call-and-return hit (no tail jump).
+    let call_form = Engine::with_config(hotcall::EngineConfig {
+        tail_jumps: false,
+        ..Default::default()
+    });
+    let call_site = call_form.named_site::<Callback>("bench-call-form");
+    call_site.promote(&[t0, t1]).expect("promote");
+    g.bench_function("thunk_slot0_call_form", |b| {
+        let f: Callback = black_box(t0);
+        let pinned = call_form.pin();
+        b.iter(|| {
+            let mut x = black_box(1u64);
+            for _ in 0..CHAIN {
+                x = call_site.call(&pinned, f, (x,));
+            }
+            x
+        })
+    });
     g.bench_function("rustc_chain_slot0", |b| {
         let f: Callback = black_box(t0);
         let chain: extern "C" fn(Callback, u64) -> u64 = black_box(compiled_chain);

@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use hotcall::{Engine, Site};
+use hotcall::{Engine, EngineConfig, Site};
 
 use super::CliResult;
 use super::measure::{self, Timing, Variant};
@@ -93,6 +93,15 @@ pub fn run() -> CliResult {
     let slot0 = |n: u64| through_site(&engine, &site, hash_a, n);
     let slot1 = |n: u64| through_site(&engine, &site, hash_b, n);
     let miss = |n: u64| through_site(&engine, &site, hash_c, n);
+    // The same promotion with Cranelift's call-and-return hit, to show what
+    // the tail-jump rewrite buys.
+    let call_engine = Engine::with_config(EngineConfig {
+        tail_jumps: false,
+        ..Default::default()
+    });
+    let call_site = call_engine.named_site::<Callback>("demo-call-form");
+    let call_form_ok = call_site.promote(&[hash_a, hash_b]).is_ok();
+    let slot0_call = |n: u64| through_site(&call_engine, &call_site, hash_a, n);
     let pin_per_call = |n: u64| {
         let f = black_box(hash_a as Callback);
         (0..n).fold(0u64, |s, i| {
@@ -118,6 +127,11 @@ pub fn run() -> CliResult {
             expected: want_a,
         },
         Variant {
+            name: "slot 0 hit, call form (hash_a)",
+            run: &slot0_call,
+            expected: want_a,
+        },
+        Variant {
             name: "site, slot 1 hit (hash_b)",
             run: &slot1,
             expected: want_b,
@@ -133,6 +147,9 @@ pub fn run() -> CliResult {
             expected: want_a,
         },
     ];
+    if !call_form_ok {
+        println!("(the call-form site could not be promoted; its row is a plain indirect call)");
+    }
     let timings = measure::interleaved(&variants, ROUNDS, CALLS);
     print_table(&timings, BASELINE);
 
