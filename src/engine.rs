@@ -31,6 +31,10 @@ pub struct EngineConfig {
     /// the signature passes everything in registers (default on). Off gives
     /// Cranelift's call-and-return shape, for comparison.
     pub tail_jumps: bool,
+    /// Compile one template per thunk shape and patch targets into copies
+    /// instead of running Cranelift for every publish (x86-64; default on).
+    /// Off compiles every thunk from scratch, for comparison.
+    pub templates: bool,
 }
 
 /// Where an engine's code memory goes.
@@ -53,6 +57,7 @@ impl Default for EngineConfig {
             verify: cfg!(debug_assertions),
             serialize_cores: hotcall_jit::coherence::SERIALIZE_BY_DEFAULT,
             tail_jumps: true,
+            templates: true,
         }
     }
 }
@@ -215,6 +220,7 @@ impl Engine {
             CompilerOptions {
                 verify: config.verify,
                 tail_jumps: config.tail_jumps,
+                templates: config.templates,
             },
         )?;
         Ok(Codegen {

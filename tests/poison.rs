@@ -21,12 +21,15 @@ fn retire_one(engine: &Engine, site: &hotcall::Site<Callback>) -> (usize, usize)
     let first = site.promote(&[a]).unwrap();
     let released_before = engine.stats().code.released_total;
     site.promote(&[b]).unwrap();
-    for _ in 0..100_000 {
+    // Wait by time: reclamation depends on every pinned thread of the
+    // process, including other tests'.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         collect_garbage();
         if engine.stats().code.released_total > released_before {
             return (first.entry, first.code_bytes);
         }
-        std::thread::yield_now();
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     panic!("the retired thunk was never freed");
 }

@@ -14,7 +14,13 @@ use cranelift_frontend::FunctionBuilderContext;
 use crate::error::JitError;
 use crate::ir::{self, CallForm, SlotPlan};
 use crate::isa::{Arch, IsaBackend};
+use crate::template::{Template, TemplateKey};
 use crate::types::ThunkSig;
+use std::collections::HashMap;
+
+/// Most templates a compiler keeps; past this the cache starts over (a
+/// template is a few hundred bytes).
+const MAX_TEMPLATES: usize = 4096;
 
 /// Most promoted targets one thunk holds.
 pub const MAX_SLOTS: usize = 8;
@@ -29,6 +35,9 @@ pub struct CompilerOptions {
     /// `ThunkCompiler::make_tail_jumps`). On by default; off reproduces
     /// Cranelift's plain call-and-return shape.
     pub tail_jumps: bool,
+    /// Reuse one compiled template per thunk shape and patch targets into
+    /// copies (x86-64; see [`crate::template`]). On by default.
+    pub templates: bool,
 }
 
 impl Default for CompilerOptions {
@@ -36,6 +45,7 @@ impl Default for CompilerOptions {
         CompilerOptions {
             verify: cfg!(debug_assertions),
             tail_jumps: true,
+            templates: true,
         }
     }
 }
@@ -109,9 +119,19 @@ impl CompiledThunk {
         &self.slots
     }
 
-    /// Time spent in Cranelift (IR construction and code generation).
+    /// Time spent producing the code: Cranelift's IR construction and code
+    /// generation, or copying and patching a template.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+
+    /// The same thunk with other code bytes and slots (a template copy).
+    pub(crate) fn with_code_and_slots(&self, code: Vec<u8>, slots: Vec<SlotPlan>) -> Self {
+        CompiledThunk {
+            code,
+            slots,
+            ..self.clone()
+        }
     }
 
     /// The code as it must be written to execute at address `place`.
@@ -141,6 +161,7 @@ pub struct ThunkCompiler {
     ctx: Context,
     fctx: FunctionBuilderContext,
     options: CompilerOptions,
+    templates: HashMap<TemplateKey, Template>,
     /// Test hook: make the next compilation panic inside Cranelift's place.
     #[cfg(test)]
     inject_panic: bool,
@@ -187,6 +208,7 @@ impl ThunkCompiler {
             ctx: Context::new(),
             fctx: FunctionBuilderContext::new(),
             options,
+            templates: HashMap::new(),
             #[cfg(test)]
             inject_panic: false,
         })
@@ -249,6 +271,18 @@ impl ThunkCompiler {
                 tail: false,
             })
             .collect();
+        if self.options.templates && self.backend.arch() == Arch::X86_64 {
+            return self.compile_from_template(sig, &slots);
+        }
+        self.compile_fresh(sig, slots)
+    }
+
+    /// Compiles with Cranelift, every time.
+    fn compile_fresh(
+        &mut self,
+        sig: &ThunkSig,
+        slots: Vec<SlotPlan>,
+    ) -> Result<CompiledThunk, JitError> {
         let mut slots = slots;
         let start = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| self.compile_inner(sig, &slots)));
@@ -281,6 +315,46 @@ impl ThunkCompiler {
             slots,
             compile_time: start.elapsed(),
         })
+    }
+
+    /// Instantiates the template for this shape, compiling it first if
+    /// needed (see [`crate::template`]).
+    fn compile_from_template(
+        &mut self,
+        sig: &ThunkSig,
+        slots: &[SlotPlan],
+    ) -> Result<CompiledThunk, JitError> {
+        let start = Instant::now();
+        let key = TemplateKey::new(sig, slots, self.options.tail_jumps);
+        if !self.templates.contains_key(&key) {
+            let compiled = self.compile_fresh(sig, key.placeholder_slots())?;
+            let Some(template) = Template::new(&key, compiled) else {
+                // Placeholders not found as plain constants: no template for
+                // this shape; compile it every time.
+                return self.compile_fresh(sig, slots.to_vec());
+            };
+            if self.templates.len() >= MAX_TEMPLATES {
+                self.templates.clear();
+            }
+            self.templates.insert(key.clone(), template);
+        }
+        let mut thunk = self.templates[&key].instantiate(slots);
+        thunk.compile_time = start.elapsed();
+        #[cfg(debug_assertions)]
+        {
+            let fresh = self.compile_fresh(sig, slots.to_vec())?;
+            assert_eq!(
+                (thunk.unlinked_code(), thunk.relocs(), thunk.slots()),
+                (fresh.unlinked_code(), fresh.relocs(), fresh.slots()),
+                "template instantiation differs from a fresh compile for {sig} {slots:?}"
+            );
+        }
+        Ok(thunk)
+    }
+
+    /// Templates held (one per shape compiled so far).
+    pub fn template_count(&self) -> usize {
+        self.templates.len()
     }
 
     fn compile_inner(&mut self, sig: &ThunkSig, slots: &[SlotPlan]) -> Result<RawCode, JitError> {
@@ -433,6 +507,83 @@ mod tests {
             let far = NEAR.hi + 4096 + 2 * arch.backend().direct_call_reach();
             let e = t.link(far).unwrap_err();
             assert!(matches!(e, JitError::OutOfRange { .. }), "{arch}: {e}");
+        }
+    }
+
+    /// Templates are used (one per shape) and produce exactly what a fresh
+    /// compile does, for every constant class with both call forms, with
+    /// and without tail jumps.
+    #[test]
+    fn templates_match_fresh_compiles_for_every_constant_class() {
+        use crate::template::ConstClass;
+        use std::collections::HashSet;
+        let placements = [
+            Placement {
+                lo: 0x4000_0000,
+                hi: 0x4100_0000,
+            },
+            Placement {
+                lo: 0x1_4000_0000,
+                hi: 0x1_4100_0000,
+            },
+        ];
+        let bases = [
+            0x0123_4560u64,   // Small
+            0x9000_0000,      // U32
+            0xf000_0000,      // U32
+            0x4200_0000,      // Small
+            0x1_3000_0000,    // Wide
+            0x7f12_3456_7800, // Wide, far from both
+        ];
+        let mut seen = HashSet::new();
+        for sig in [
+            "(i64)->i64",
+            "(i8,f64,u16)->f32",
+            "()->()",
+            "(i64,i64,i64,i64,i64,i64,i64)->i64",
+        ] {
+            let sig: ThunkSig = sig.parse().unwrap();
+            for tail_jumps in [true, false] {
+                for placement in placements {
+                    let opts = |templates| CompilerOptions {
+                        verify: true,
+                        tail_jumps,
+                        templates,
+                    };
+                    let mut templated = ThunkCompiler::new(Arch::X86_64, opts(true)).unwrap();
+                    let mut fresh = ThunkCompiler::new(Arch::X86_64, opts(false)).unwrap();
+                    for round in 0..3u64 {
+                        for n in 1..=bases.len() {
+                            let targets: Vec<u64> =
+                                bases[..n].iter().map(|&b| b + round * 0x1_0010).collect();
+                            let a = templated.compile(&sig, &targets, placement).unwrap();
+                            let b = fresh.compile(&sig, &targets, placement).unwrap();
+                            for s in a.slots() {
+                                seen.insert((ConstClass::of(s.target), s.form));
+                            }
+                            assert_eq!(a.unlinked_code(), b.unlinked_code(), "{sig} {targets:x?}");
+                            assert_eq!(a.relocs(), b.relocs(), "{sig}");
+                            assert_eq!(a.slots(), b.slots(), "{sig}");
+                            let place = placement.lo + 0x1000;
+                            assert_eq!(a.link(place).unwrap(), b.link(place).unwrap());
+                        }
+                    }
+                    assert!(templated.template_count() >= 1, "templates are used, {sig}");
+                    assert!(
+                        templated.template_count() <= bases.len(),
+                        "one per shape, {sig}"
+                    );
+                    assert_eq!(fresh.template_count(), 0);
+                }
+            }
+        }
+        for class in [ConstClass::Small, ConstClass::U32, ConstClass::Wide] {
+            for form in [CallForm::Direct, CallForm::Absolute] {
+                assert!(
+                    seen.contains(&(class, form)),
+                    "{class:?} {form:?} not covered"
+                );
+            }
         }
     }
 

@@ -7,7 +7,8 @@
 //! * [`code_memory`]: executable memory near the host text, W^X, poisoned
 //!   on release;
 //! * [`coherence`]: instruction-cache maintenance and core serialization;
-//! * [`disasm`]: capstone decoding for the CLI and the tests.
+//! * [`disasm`]: capstone decoding for the CLI and the tests;
+//! * `template`: one compiled template per thunk shape, patched per use.
 
 pub mod code_memory;
 pub mod coherence;
@@ -16,6 +17,7 @@ pub mod disasm;
 pub mod error;
 pub mod ir;
 pub mod isa;
+mod template;
 pub mod types;
 
 pub use code_memory::{
