@@ -165,7 +165,7 @@ fn publish(c: &mut Criterion) {
         lo: t0 as Callback as usize as u64,
         hi: t0 as Callback as usize as u64 + 4096,
     };
-    g.bench_function("compile_only_2_slots", |b| {
+    g.bench_function("cranelift_codegen_2_slots", |b| {
         b.iter(|| {
             flip = !flip;
             let order = if flip {
