@@ -157,31 +157,46 @@ fn publish(c: &mut Criterion) {
             serializing_site.promote(&order).expect("promote")
         })
     });
-    // Cranelift alone: IR construction and code generation.
-    let mut compiler =
-        ThunkCompiler::new(Arch::host().unwrap(), CompilerOptions::default()).unwrap();
+    // The compiler alone, without code memory: a copy of the shape's
+    // template with the targets patched in (the default), and a full
+    // Cranelift compile (templates off), which is what every publish would
+    // cost without templates.
     let sig = <Callback as hotcall::SiteFn>::signature();
     let placement = Placement {
         lo: t0 as Callback as usize as u64,
         hi: t0 as Callback as usize as u64 + 4096,
     };
-    g.bench_function("cranelift_codegen_2_slots", |b| {
-        b.iter(|| {
-            flip = !flip;
-            let order = if flip {
-                [
-                    t0 as Callback as usize as u64,
-                    t1 as Callback as usize as u64,
-                ]
-            } else {
-                [
-                    t1 as Callback as usize as u64,
-                    t0 as Callback as usize as u64,
-                ]
-            };
-            compiler.compile(&sig, &order, placement).expect("compile")
-        })
-    });
+    let orders = [
+        [
+            t0 as Callback as usize as u64,
+            t1 as Callback as usize as u64,
+        ],
+        [
+            t1 as Callback as usize as u64,
+            t0 as Callback as usize as u64,
+        ],
+    ];
+    for (name, templates) in [
+        ("template_instantiate_2_slots", true),
+        ("cranelift_compile_2_slots", false),
+    ] {
+        let mut compiler = ThunkCompiler::new(
+            Arch::host().unwrap(),
+            CompilerOptions {
+                templates,
+                ..CompilerOptions::default()
+            },
+        )
+        .unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                flip = !flip;
+                compiler
+                    .compile(&sig, &orders[usize::from(flip)], placement)
+                    .expect("compile")
+            })
+        });
+    }
     g.finish();
     let stats = site.stats();
     eprintln!(
