@@ -11,6 +11,7 @@ use crate::error::JitError;
 use crate::types::ValType;
 
 pub mod icache;
+pub mod maintenance;
 
 /// The aarch64 backend.
 pub struct Aarch64;
