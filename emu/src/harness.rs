@@ -150,7 +150,9 @@ impl Harness {
         }
         for (i, t) in w[4..].chunks(3).enumerate() {
             if (t[0] as usize, t[1] as usize) != (i / per_sig, i % per_sig) {
-                return Err(EmuError::Harness(format!("target table out of order at {i}")));
+                return Err(EmuError::Harness(format!(
+                    "target table out of order at {i}"
+                )));
             }
         }
         harness.info = HarnessInfo {
@@ -176,7 +178,10 @@ impl Harness {
     /// Address of target `k` of signature `sig` (an index into the
     /// signatures given to [`Harness::build`]).
     pub fn target(&self, sig: usize, k: usize) -> u64 {
-        assert!(sig < self.sigs.len() && k < self.per_sig, "no target {sig}/{k}");
+        assert!(
+            sig < self.sigs.len() && k < self.per_sig,
+            "no target {sig}/{k}"
+        );
         self.info.targets[sig * self.per_sig + k]
     }
 
@@ -258,7 +263,11 @@ impl Harness {
 
     /// Starts qemu on the harness, feeds it `program`, and collects stdout
     /// and stderr; fails if it does not exit normally in time.
-    fn spawn(&self, program: &Program, qemu_args: &[String]) -> Result<(Vec<u8>, Vec<u8>), EmuError> {
+    fn spawn(
+        &self,
+        program: &Program,
+        qemu_args: &[String],
+    ) -> Result<(Vec<u8>, Vec<u8>), EmuError> {
         let mut child = Command::new(&self.toolchain.qemu)
             .args(qemu_args)
             .arg(&self.exe)

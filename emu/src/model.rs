@@ -100,7 +100,17 @@ pub fn edges(t: ValType) -> Vec<u64> {
             |x| x as i64 as u64,
         ),
         ValType::I32 => ints(
-            &[i32::MIN, -1, 0, 1, i32::MAX, -129, 0x8000, -0x8001, 0x1234_5678],
+            &[
+                i32::MIN,
+                -1,
+                0,
+                1,
+                i32::MAX,
+                -129,
+                0x8000,
+                -0x8001,
+                0x1234_5678,
+            ],
             |x| x as i64 as u64,
         ),
         ValType::I64 => ints(
@@ -257,7 +267,11 @@ pub fn random_tuple(params: &[ValType], rng: &mut SplitMix64) -> Vec<u64> {
 /// Edge values per position needed so that [`edge_tuple`] covers every
 /// edge of every type.
 pub fn longest_edge_list() -> usize {
-    ValType::ALL.iter().map(|&t| edges(t).len()).max().unwrap_or(0)
+    ValType::ALL
+        .iter()
+        .map(|&t| edges(t).len())
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

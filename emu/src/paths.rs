@@ -42,9 +42,9 @@ pub fn static_count(arch: Arch, code: &[u8], base: u64, path: ThunkPath) -> Resu
     let end = base + code.len() as u64;
     let (mut pc, mut count, mut slot) = (base, 0u64, 0usize);
     loop {
-        let i = insns
-            .get(&pc)
-            .ok_or_else(|| EmuError::Trace(format!("the walk reached {pc:#x}, not an instruction")))?;
+        let i = insns.get(&pc).ok_or_else(|| {
+            EmuError::Trace(format!("the walk reached {pc:#x}, not an instruction"))
+        })?;
         count += 1;
         if count > 10_000 {
             return Err(EmuError::Trace("the walk does not end".into()));

@@ -92,7 +92,11 @@ pub fn measure(
         for (k, op) in calls {
             let r = outcome.call(op);
             let (h, ret) = expected(sig, k as u64, &mixes);
-            let path = if k < n { ThunkPath::Hit(k) } else { ThunkPath::Miss };
+            let path = if k < n {
+                ThunkPath::Hit(k)
+            } else {
+                ThunkPath::Miss
+            };
             if !r.clean() || r.last_call != Some((k as u64, h)) || returned(sig, r) != ret {
                 return Err(EmuError::Harness(format!(
                     "{arch} {sig}, {n} slots, {path}: wrong result {r:?}"
@@ -138,7 +142,12 @@ pub struct IsaReport {
 
 impl IsaReport {
     /// Measures `archs` (each needs its toolchain).
-    pub fn measure(archs: &[Arch], sig: &ThunkSig, far: bool, cache_dir: &Path) -> Result<Self, EmuError> {
+    pub fn measure(
+        archs: &[Arch],
+        sig: &ThunkSig,
+        far: bool,
+        cache_dir: &Path,
+    ) -> Result<Self, EmuError> {
         let mut isas = Vec::new();
         for &arch in archs {
             let tc = Toolchain::find(arch)?;

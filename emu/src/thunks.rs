@@ -90,7 +90,12 @@ pub fn call_layouts(
     mixes: &[u64],
     junk: &mut SplitMix64,
 ) -> (RegFile, RegFile) {
-    let args: Vec<(ValType, u64)> = sig.params().iter().copied().zip(mixes.iter().copied()).collect();
+    let args: Vec<(ValType, u64)> = sig
+        .params()
+        .iter()
+        .copied()
+        .zip(mixes.iter().copied())
+        .collect();
     let plain = layout(arch, &args, junk);
     let mut thunk_args = vec![(ValType::Ptr, 0)];
     thunk_args.extend_from_slice(&args);

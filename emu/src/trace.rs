@@ -52,7 +52,8 @@ mod tests {
 
     #[test]
     fn parses_qemu_7_trace_lines() {
-        let l = "Trace 0: 0x7f2b39000100 [0000000001009331/0000000000400600/00000001/00000201] _start";
+        let l =
+            "Trace 0: 0x7f2b39000100 [0000000001009331/0000000000400600/00000001/00000201] _start";
         assert_eq!(trace_pc(l), Some(0x400600));
         assert_eq!(trace_pc("Linking TBs 0x1 [0x2] index 0 -> 0x3"), None);
         let mark = "Trace 0: 0x1 [0/0000000000000010/0/0] ";

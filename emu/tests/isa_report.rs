@@ -23,7 +23,8 @@ fn traced_counts_equal_the_static_walk_on_both_isas() {
                 return;
             };
             for far in [false, true] {
-                let rows = measure(&tc, &sig, far, cache()).unwrap_or_else(|e| panic!("{arch} {sig}: {e}"));
+                let rows = measure(&tc, &sig, far, cache())
+                    .unwrap_or_else(|e| panic!("{arch} {sig}: {e}"));
                 assert_eq!(rows.len(), MAX_SLOTS + 1);
                 for r in &rows {
                     assert_eq!(r.hits.len(), r.slots);
