@@ -59,9 +59,10 @@ mod tests {
         let mark = "Trace 0: 0x1 [0/0000000000000010/0/0] ";
         let other = "Trace 0: 0x1 [0/0000000000000020/0/0] ";
         let text = [mark, l, other, l, mark, other].join("\n");
-        let ranges = [0x400000..0x401000];
-        assert_eq!(count_per_call(&text, 0x10, &ranges).unwrap(), [2, 0]);
+        let text_range = 0x400000..0x401000;
+        let ranges = std::slice::from_ref(&text_range);
+        assert_eq!(count_per_call(&text, 0x10, ranges).unwrap(), [2, 0]);
         // Traced code before the first call: the trace is not understood.
-        assert!(count_per_call(&[l, mark].join("\n"), 0x10, &ranges).is_err());
+        assert!(count_per_call(&[l, mark].join("\n"), 0x10, ranges).is_err());
     }
 }

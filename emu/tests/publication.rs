@@ -136,7 +136,8 @@ fn publish_call_republish_call_under_qemu() {
     // Traced, so each call shows which code ran: every thunk gives the
     // right answer on every path (a miss calls the target too), but only
     // the code just published takes exactly its own path lengths.
-    let outcome = h.run_traced(&p, &[AREA..AREA + 0x1000]).unwrap();
+    let thunk_area = AREA..AREA + 0x1000;
+    let outcome = h.run_traced(&p, std::slice::from_ref(&thunk_area)).unwrap();
     assert_eq!(outcome.status(map_page), Ok(()));
     assert_eq!(outcome.status(map), Ok(()));
     for f in flushes {

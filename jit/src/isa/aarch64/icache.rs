@@ -1,7 +1,8 @@
 //! Instruction-cache maintenance on aarch64.
 //!
-//! Arm ARM (DDI 0487), B2.4.4 "Concurrent modification and execution of
-//! instructions" and the cache-maintenance rules: after writing
+//! Arm ARM (DDI 0487), "Concurrent modification and execution of
+//! instructions" and the cache-maintenance rules for instruction caches
+//! (section numbers differ between issues; docs/isa/aarch64.md): after writing
 //! instructions through the data side, software must
 //!
 //! 1. `DC CVAU` every data-cache line of the range (clean to the point of
