@@ -1,8 +1,10 @@
 //! Finding the emulator and the C compiler for an ISA, and the tests'
 //! policy when they are missing.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hotcall_jit::Arch;
 
@@ -69,8 +71,11 @@ impl Toolchain {
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    on_path_in(name, &std::env::var_os("PATH")?)
+}
+
+fn on_path_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path)
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
 }
@@ -81,10 +86,41 @@ fn is_executable(p: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The tests' policy: the toolchain for `arch`, or `None` if the tests may
-/// skip. Missing tools fail the calling test with instructions, except
-/// outside CI with `HOTCALL_SKIP_EMULATION=1`, where this prints a loud
-/// notice and returns `None`. Under `CI=true` missing tools always fail.
+/// What a test does when the tools are missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MissingTools {
+    /// Fail with this message.
+    Fail(String),
+    /// Skip, after printing this notice.
+    SkipLoudly(String),
+}
+
+/// The policy for missing tools (`err`), given whether the run is CI
+/// (`CI=true`) and whether `HOTCALL_SKIP_EMULATION=1` is set: CI always
+/// fails; elsewhere the test fails with install instructions unless
+/// skipping was asked for, and a skip says loudly that nothing was checked.
+pub fn missing_tools_policy(arch: Arch, err: &EmuError, in_ci: bool, skip: bool) -> MissingTools {
+    if in_ci {
+        return MissingTools::Fail(format!(
+            "{err}\nCI=true: the emulated tests must run; .ci/run installs the tools."
+        ));
+    }
+    if skip {
+        return MissingTools::SkipLoudly(format!(
+            "\n{bar}\n!! {SKIP_ENV}=1: EMULATED {arch} TESTS SKIPPED, NOTHING WAS CHECKED\n!! {err}\n{bar}\n",
+            bar = "!".repeat(72)
+        ));
+    }
+    MissingTools::Fail(format!(
+        "{err}\nInstall the tools ({}), or set {SKIP_ENV}=1 to skip the emulated tests (they then print that they did not run).",
+        install_hint(arch)
+    ))
+}
+
+/// The tests' policy: the toolchain for `arch`, or `None` if the test may
+/// skip ([`missing_tools_policy`]: under `CI=true` missing tools always
+/// fail; elsewhere they fail with instructions unless
+/// `HOTCALL_SKIP_EMULATION=1`, which prints a loud notice and skips).
 pub fn toolchain_for_tests(arch: Arch) -> Option<Toolchain> {
     let err = match Toolchain::find(arch) {
         Ok(t) => {
@@ -101,18 +137,61 @@ pub fn toolchain_for_tests(arch: Arch) -> Option<Toolchain> {
     };
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let skip = std::env::var(SKIP_ENV).is_ok_and(|v| v == "1");
-    if in_ci {
-        panic!("{err}\nCI=true: the emulated tests must run; .ci/run installs the tools.");
+    match missing_tools_policy(arch, &err, in_ci, skip) {
+        MissingTools::Fail(msg) => panic!("{msg}"),
+        MissingTools::SkipLoudly(notice) => {
+            // Straight to the process's stderr: the test harness captures
+            // `eprintln!` of passing tests, and this must be seen. Once per
+            // process and ISA.
+            static TOLD: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+            if !TOLD[arch as usize].swap(true, Ordering::Relaxed) {
+                let _ = writeln!(std::io::stderr().lock(), "{notice}");
+            }
+            None
+        }
     }
-    if skip {
-        eprintln!(
-            "\n{bar}\n!! {SKIP_ENV}=1: EMULATED {arch} TESTS SKIPPED, NOTHING WAS CHECKED\n!! {err}\n{bar}\n",
-            bar = "!".repeat(72)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tools_never_pass_silently() {
+        let err = EmuError::ToolMissing {
+            arch: Arch::Aarch64,
+            tool: "qemu-aarch64-static".into(),
+            hint: install_hint(Arch::Aarch64),
+        };
+        let a = Arch::Aarch64;
+        // CI: fail, even when asked to skip.
+        for skip in [false, true] {
+            let MissingTools::Fail(m) = missing_tools_policy(a, &err, true, skip) else {
+                panic!("CI must fail");
+            };
+            assert!(
+                m.contains("CI=true") && m.contains("qemu-aarch64-static"),
+                "{m}"
+            );
+        }
+        // Elsewhere: fail with what to install...
+        let MissingTools::Fail(m) = missing_tools_policy(a, &err, false, false) else {
+            panic!("must fail without the opt-out");
+        };
+        assert!(
+            m.contains("gcc-aarch64-linux-gnu") && m.contains(SKIP_ENV),
+            "{m}"
         );
-        return None;
+        // ...or skip only when asked, loudly.
+        let MissingTools::SkipLoudly(n) = missing_tools_policy(a, &err, false, true) else {
+            panic!("the opt-out skips");
+        };
+        assert!(n.contains("SKIPPED, NOTHING WAS CHECKED"), "{n}");
     }
-    panic!(
-        "{err}\nInstall the tools ({}), or set {SKIP_ENV}=1 to skip the emulated tests (they then print that they did not run).",
-        install_hint(arch)
-    );
+
+    #[test]
+    fn tools_are_looked_up_on_the_given_path() {
+        assert!(on_path_in("qemu-aarch64-static", "/nonexistent".as_ref()).is_none());
+        assert!(on_path_in("sh", "/nonexistent:/bin:/usr/bin".as_ref()).is_some());
+    }
 }
