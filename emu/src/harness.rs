@@ -167,6 +167,13 @@ impl Harness {
         self.toolchain.arch
     }
 
+    /// The harness executable (static, for [`Harness::arch`]); a program's
+    /// [`Program::encode`]d bytes go to its stdin. For running it under
+    /// another tool (valgrind on an x86-64 host, say).
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
     pub fn info(&self) -> &HarnessInfo {
         &self.info
     }

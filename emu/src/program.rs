@@ -111,7 +111,7 @@ impl Program {
     }
 
     /// The bytes the harness reads on stdin.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * (self.words.len() + 2));
         for w in [MAGIC, self.words.len() as u64].iter().chain(&self.words) {
             out.extend_from_slice(&w.to_le_bytes());

@@ -117,6 +117,21 @@ pub fn missing_tools_policy(arch: Arch, err: &EmuError, in_ci: bool, skip: bool)
     ))
 }
 
+/// The tests' policy for one more program (`name`, from the Debian package
+/// in `hint`), as for the toolchain: its path, or `None` if the test may
+/// skip.
+pub fn tool_for_tests(arch: Arch, name: &str, hint: &'static str) -> Option<PathBuf> {
+    if let Some(p) = on_path(name) {
+        return Some(p);
+    }
+    let err = EmuError::ToolMissing {
+        arch,
+        tool: name.to_string(),
+        hint,
+    };
+    apply_policy(arch, err)
+}
+
 /// The tests' policy: the toolchain for `arch`, or `None` if the test may
 /// skip ([`missing_tools_policy`]: under `CI=true` missing tools always
 /// fail; elsewhere they fail with instructions unless
@@ -135,6 +150,10 @@ pub fn toolchain_for_tests(arch: Arch) -> Option<Toolchain> {
         }
         Err(e) => e,
     };
+    apply_policy(arch, err)
+}
+
+fn apply_policy<T>(arch: Arch, err: EmuError) -> Option<T> {
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let skip = std::env::var(SKIP_ENV).is_ok_and(|v| v == "1");
     match missing_tools_policy(arch, &err, in_ci, skip) {
