@@ -14,7 +14,8 @@
 //! * [`thunks`]: publication (write + the ISA's cache maintenance) and the
 //!   expected results of thunk calls;
 //! * [`trace`] and [`paths`]: instructions executed per thunk path, from
-//!   qemu's execution trace and from a static walk of the code.
+//!   qemu's execution trace and from a static walk of the code;
+//! * [`report`]: the side-by-side ISA table of `hotcall isa-report`.
 //!
 //! It is a crate of its own so the integration tests and the `hotcall`
 //! CLI (`hotcall isa-report`) share it, and so code that does not need it
