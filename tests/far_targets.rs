@@ -254,8 +254,8 @@ fn aarch64_far_and_near_slots_in_one_thunk() {
                     p.call(area, l, Some(target)),
                 ));
             }
-            // Misses: a harness function and a far veneer, not promoted
-            // in this thunk.
+            // Misses: harness functions this thunk does not promote (and,
+            // for the far thunk, a far veneer).
             for k in [9, 11] {
                 checks.push((
                     format!("{area:#x}: miss"),

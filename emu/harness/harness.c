@@ -11,7 +11,7 @@
  * follow, then operations, each `tag, payload...`:
  *   OP_INFO                                 -> harness addresses and targets
  *   OP_MAP    addr len                      -> mmap(addr, len, rwx, FIXED_NOREPLACE)
- *   OP_WRITE  addr nbytes data[ceil(n/8)]   -> memcpy
+ *   OP_WRITE  addr nbytes data[ceil(n/8)]   -> memcpy (a fault is reported)
  *   OP_LAYOUT nstack x[8] v[8] stack[nstack]-> keeps an argument register file
  *   OP_CALL   fn layout set_x0 x0           -> calls fn with that register file
  * Output: per operation `tag, nwords, words...`.
@@ -196,9 +196,19 @@ int main(void) {
         case OP_WRITE: {
             uint64_t addr = w[i], len = w[i + 1];
             i += 2;
-            memcpy((void *)(uintptr_t)addr, &w[i], len);
-            i += (len + 7) / 8;
             uint64_t status = 0;
+            /* Writing to unmapped or read-only memory is reported, not
+             * fatal: status = the signal number. */
+            hc_fault_sig = 0;
+            if (sigsetjmp(hc_jmp, 1) == 0) {
+                hc_in_call = 1;
+                memcpy((void *)(uintptr_t)addr, &w[i], len);
+                hc_in_call = 0;
+            } else {
+                hc_in_call = 0;
+                status = hc_fault_sig;
+            }
+            i += (len + 7) / 8;
             emit(tag, &status, 1);
             break;
         }

@@ -176,7 +176,8 @@ impl CallResult {
 pub enum OpResult {
     /// `info`: raw words, decoded by the harness module.
     Info(Vec<u64>),
-    /// `map` / `write`: 0 or an errno.
+    /// `map`: 0 or an errno; `write`: 0 or the signal the write raised
+    /// (unmapped or read-only memory).
     Status(u64),
     Layout,
     Call(CallResult),
@@ -205,7 +206,7 @@ impl Outcome {
         }
     }
 
-    /// The status of a map or write; `Err(errno)` if it failed.
+    /// The status of a map or write; `Err(errno or signal)` if it failed.
     pub fn status(&self, op: OpId) -> Result<(), u64> {
         match self.get(op) {
             Some(OpResult::Status(0)) => Ok(()),

@@ -63,8 +63,7 @@ pub fn measure(
     let (publisher, _) = Publisher::install(&mut program, arch, PUBLISHER_PAGE);
     program.map(area, area_len);
     let mixes = edge_tuple(sig.params(), 3);
-    let (plain, thunk_regs) = call_layouts(arch, sig, &mixes, &mut SplitMix64(17));
-    let _ = plain;
+    let (_, thunk_regs) = call_layouts(arch, sig, &mixes, &mut SplitMix64(17));
     let layout = program.layout(&thunk_regs)?;
     let mut thunks = Vec::new();
     for n in 0..=MAX_SLOTS {

@@ -169,3 +169,41 @@ fn publish_call_republish_call_under_qemu() {
         }
     }
 }
+
+#[test]
+fn bad_operations_are_reported_and_the_program_goes_on() {
+    let Some(tc) = toolchain_for_tests(Arch::Aarch64) else {
+        return;
+    };
+    let sig: ThunkSig = "(i64)->i64".parse().unwrap();
+    let h = Harness::build(&tc, std::slice::from_ref(&sig), 2, cache()).unwrap();
+    let mut p = Program::new();
+    let unmapped_write = p.write(0x7000_0000, &[1, 2, 3]);
+    let map = p.map(0x0400_0000, 0x1000);
+    let map_again = p.map(0x0400_0000, 0x1000);
+    // Zeroed memory is `udf #0` on aarch64.
+    let l = p
+        .layout(&hotcall_emu::abi::RegFile {
+            int: [0; 8],
+            float: [0; 8],
+            stack: vec![],
+        })
+        .unwrap();
+    let bad_call = p.call(0x0400_0000, l, None);
+    let good_call = p.call(h.target(0, 1), l, None);
+    let outcome = h.run(&p).unwrap();
+    assert_eq!(outcome.status(unmapped_write), Err(11), "SIGSEGV");
+    assert_eq!(outcome.status(map), Ok(()));
+    assert_eq!(
+        outcome.status(map_again),
+        Err(17),
+        "EEXIST: no silent replacement"
+    );
+    let f = outcome.call(bad_call).fault.expect("udf faults");
+    assert_eq!((f.signal_name(), f.pc), ("SIGILL", 0x0400_0000));
+    let r = outcome.call(good_call);
+    assert!(
+        r.clean() && r.last_call.is_some_and(|(k, _)| k == 1),
+        "{r:?}"
+    );
+}
