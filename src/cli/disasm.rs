@@ -49,12 +49,12 @@ fn parse_counting(s: &str) -> Result<Counting, String> {
     }
 }
 
-fn parse_arch(s: &str) -> Result<Arch, String> {
+pub(super) fn parse_arch(s: &str) -> Result<Arch, String> {
     s.parse()
         .map_err(|_| format!("unknown architecture `{s}` (expected x86_64 or aarch64)"))
 }
 
-fn parse_sig(s: &str) -> Result<ThunkSig, String> {
+pub(super) fn parse_sig(s: &str) -> Result<ThunkSig, String> {
     s.parse().map_err(|e: hotcall::JitError| e.to_string())
 }
 

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod disasm;
+mod isa_report;
 mod listing;
 mod measure;
 
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Compile a thunk for either ISA at a virtual address and disassemble it.
     Disasm(disasm::DisasmArgs),
+    /// Bytes and instructions per path of thunks with 0 to 8 slots, x86-64
+    /// and aarch64 side by side (executed under qemu-user).
+    IsaReport(isa_report::IsaReportArgs),
     /// A quick timing of a promoted site against direct and plain indirect
     /// calls (the default).
     Demo,
@@ -34,6 +38,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo) {
         Command::Disasm(args) => disasm::run(&args),
+        Command::IsaReport(args) => isa_report::run(&args),
         Command::Demo => demo::run(),
     };
     match result {

@@ -3,7 +3,8 @@
 //! Each ISA lives in its own folder with the same shape: `mod.rs` implements
 //! [`IsaBackend`] (call reach, relocation patching, poison bytes, decoding of
 //! calls for the tests) and `icache.rs` holds the host-only cache
-//! maintenance. The thunk IR in [`crate::ir`] is the same for both; only
+//! maintenance (on aarch64 built from `maintenance.rs`, the same routine as
+//! encoded words, compiled on every host for the emulated tests). The thunk IR in [`crate::ir`] is the same for both; only
 //! these details change.
 
 use std::fmt;

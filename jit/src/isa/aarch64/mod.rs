@@ -10,6 +10,7 @@ use super::{Arch, ArgLoc, Branch, IsaBackend, parse_imm_addr};
 use crate::error::JitError;
 
 pub mod icache;
+pub mod maintenance;
 
 /// The aarch64 backend.
 pub struct Aarch64;
