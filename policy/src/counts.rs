@@ -29,12 +29,13 @@ pub struct Counts {
     /// Calls that matched no promoted target.
     pub misses: u64,
     /// Misses attributed to specific targets, merged across threads, most
-    /// frequent first.
+    /// frequent first. Each count is a guaranteed lower bound: under
+    /// space-saving, an entry's count minus what it inherited.
     pub candidates: Vec<TargetCount>,
     /// Misses that found every candidate entry of their thread taken.
     pub catch_all: u64,
-    /// The largest candidate total of any one thread (the seed's relearn
-    /// trigger is per CPU).
+    /// The largest candidate total of any one thread, as the thread counts
+    /// it (the seed's relearn trigger is per CPU).
     pub max_thread_candidates: u64,
 }
 

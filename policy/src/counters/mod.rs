@@ -326,6 +326,8 @@ pub(crate) struct ThreadTable {
     misses: AtomicU64,
     cand_target: [AtomicU64; MAX_CANDIDATES],
     cand_count: [AtomicU64; MAX_CANDIDATES],
+    /// Space-saving's over-estimate of each entry (the count it inherited).
+    cand_error: [AtomicU64; MAX_CANDIDATES],
     catch_all: AtomicU64,
 }
 
@@ -343,6 +345,7 @@ impl ThreadTable {
             misses: AtomicU64::new(0),
             cand_target: Default::default(),
             cand_count: Default::default(),
+            cand_error: Default::default(),
             catch_all: AtomicU64::new(0),
         }
     }
@@ -439,19 +442,18 @@ impl ThreadTable {
     }
 
     /// Space-saving: the least counted candidate gives its entry to
-    /// `target`, which inherits its count plus one.
+    /// `target`, which inherits its count plus one; the inherited count is
+    /// the entry's possible over-estimate.
     fn replace_minimum(&self, target: u64, cap: usize) {
-        let Some((t, c)) = self
-            .cand_target
-            .iter()
-            .zip(&self.cand_count)
-            .take(cap)
-            .min_by_key(|(_, c)| c.load(Ordering::Relaxed))
+        let Some(k) = (0..cap.min(MAX_CANDIDATES))
+            .min_by_key(|&k| self.cand_count[k].load(Ordering::Relaxed))
         else {
             return; // no candidate entries at all
         };
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        t.store(target, Ordering::Release);
+        let min = self.cand_count[k].load(Ordering::Relaxed);
+        self.cand_error[k].store(min, Ordering::Relaxed);
+        self.cand_count[k].store(min + 1, Ordering::Relaxed);
+        self.cand_target[k].store(target, Ordering::Release);
     }
 
     fn add_to(&self, total: &mut Counts) {
@@ -461,12 +463,15 @@ impl ThreadTable {
         }
         total.misses += self.misses.load(Ordering::Relaxed);
         let mut mine = 0;
-        for (t, c) in self.cand_target.iter().zip(&self.cand_count) {
-            let target = t.load(Ordering::Acquire);
+        for k in 0..MAX_CANDIDATES {
+            let target = self.cand_target[k].load(Ordering::Acquire);
             if target != 0 {
-                let count = c.load(Ordering::Relaxed);
+                let count = self.cand_count[k].load(Ordering::Relaxed);
                 mine += count;
-                total.add_candidate(target, count);
+                // What the entry certainly counted for this target (its
+                // count minus what it inherited under space-saving).
+                let error = self.cand_error[k].load(Ordering::Relaxed);
+                total.add_candidate(target, count.saturating_sub(error));
             }
         }
         total.catch_all += self.catch_all.load(Ordering::Relaxed);
