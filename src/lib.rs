@@ -26,6 +26,7 @@ mod error;
 mod pin;
 mod signature;
 mod site;
+pub mod workload;
 
 pub use engine::{Engine, EngineConfig, EngineStats, Placement};
 pub use error::{Error, JitError};

@@ -1,0 +1,104 @@
+//! Timing: warm-up rounds, then interleaved rounds in which every cell of a
+//! workload takes one sample, in a freshly shuffled order, so that drift
+//! (frequency, other load on the machine) hits every strategy alike.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hotcall::workload::{CHAIN_START, Call, STREAM_LEN, SplitMix64, Workload};
+
+use super::strategy::{CHUNK_LEN, Cell};
+
+/// How much to measure per workload.
+#[derive(Clone, Copy, Debug)]
+pub struct TimingPlan {
+    pub warmup_rounds: usize,
+    pub samples: usize,
+    /// Passes over the stream per sample (per thread).
+    pub passes: usize,
+}
+
+/// One cell's samples.
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    /// Nanoseconds per call, one value per sample, in round order.
+    pub ns_per_call: Vec<f64>,
+    /// Samples (warm-up included) whose result differed from plain calls.
+    pub wrong: usize,
+}
+
+/// Runs one pass of `stream` through `cell` in chunks, with the learning
+/// hook between chunks.
+pub fn run_pass(cell: &dyn Cell, stream: &[Call], mut x: u64) -> u64 {
+    for chunk in stream.chunks(CHUNK_LEN) {
+        x = cell.run(chunk, x);
+        cell.between_chunks();
+    }
+    x
+}
+
+/// Measures every cell on `w`. `on_sample` runs after each sample
+/// (progress).
+pub fn measure(
+    w: &Workload,
+    cells: &[&dyn Cell],
+    plan: TimingPlan,
+    rng: &mut SplitMix64,
+    on_sample: &dyn Fn(),
+) -> Vec<Samples> {
+    let expected: Vec<u64> = (0..w.threads())
+        .map(|t| w.expected(t, plan.passes))
+        .collect();
+    let mut out = vec![Samples::default(); cells.len()];
+    let mut order: Vec<usize> = (0..cells.len()).collect();
+    for round in 0..plan.warmup_rounds + plan.samples {
+        rng.shuffle(&mut order);
+        for &i in &order {
+            let (elapsed, correct) = sample(cells[i], w, plan.passes, &expected);
+            if !correct {
+                out[i].wrong += 1;
+            }
+            if round >= plan.warmup_rounds {
+                let calls = (plan.passes * STREAM_LEN) as f64;
+                out[i].ns_per_call.push(elapsed.as_secs_f64() * 1e9 / calls);
+            }
+            on_sample();
+        }
+    }
+    out
+}
+
+/// One sample: `passes` passes of each thread's stream, all threads at
+/// once. Returns the slowest thread's time and whether every thread's
+/// result matched plain calls.
+fn sample(cell: &dyn Cell, w: &Workload, passes: usize, expected: &[u64]) -> (Duration, bool) {
+    let run = |t: usize| {
+        let start = Instant::now();
+        let mut x = CHAIN_START;
+        for _ in 0..passes {
+            x = run_pass(cell, w.stream(t), x);
+        }
+        (start.elapsed(), x == expected[t])
+    };
+    if w.threads() == 1 {
+        return run(0);
+    }
+    let barrier = Barrier::new(w.threads());
+    let results: Vec<(Duration, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..w.threads())
+            .map(|t| {
+                let (barrier, run) = (&barrier, &run);
+                s.spawn(move || {
+                    barrier.wait();
+                    run(t)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a benchmark thread panicked"))
+            .collect()
+    });
+    let slowest = results.iter().map(|r| r.0).max().unwrap_or_default();
+    (slowest, results.iter().all(|r| r.1))
+}
