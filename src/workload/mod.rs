@@ -18,6 +18,8 @@ mod rng;
 mod targets;
 mod zipf;
 
+use crate::{Engine, Site};
+
 pub use rng::SplitMix64;
 pub use targets::{Callback, POOL, POOL_SIZE};
 pub use zipf::Zipf;
@@ -254,6 +256,23 @@ impl Workload {
             .take_while(|s| s.share >= HOT_SHARE)
             .take(MAX_HOT)
             .map(|s| s.target)
+            .collect()
+    }
+
+    /// One hotcall site per workload site, each promoted once with its
+    /// [`hot_targets`](Self::hot_targets) (left a plain indirect call where
+    /// there are none): the `jit-fixed` strategy of `hotcall bench`.
+    pub fn promoted_sites(&self, engine: &Engine) -> Result<Vec<Site<Callback>>, String> {
+        (0..self.site_count())
+            .map(|i| {
+                let site = engine.named_site::<Callback>(format!("{}#{i}", self.name()));
+                let hot = self.hot_targets(SiteIndex(i as u32));
+                if !hot.is_empty() {
+                    site.promote(&hot)
+                        .map_err(|e| format!("promoting site {i} of {}: {e}", self.name()))?;
+                }
+                Ok(site)
+            })
             .collect()
     }
 

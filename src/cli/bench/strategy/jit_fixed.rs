@@ -4,7 +4,7 @@
 //! strategy `jit` must come close to it. A site with no hot target stays a
 //! plain indirect call through the site (entry 0).
 
-use hotcall::workload::{Call, Callback, SiteIndex, Workload};
+use hotcall::workload::{Call, Callback, Workload};
 use hotcall::{Engine, Site, SiteMode};
 
 use super::Cell;
@@ -86,17 +86,7 @@ pub fn build(w: &Workload) -> Result<Box<dyn Cell>, String> {
     if let Some(e) = engine.stats().disabled {
         return Err(format!("code generation is off: {e}"));
     }
-    let sites = (0..w.site_count())
-        .map(|i| {
-            let site = engine.named_site::<Callback>(format!("{}#{i}", w.name()));
-            let hot = w.hot_targets(SiteIndex(i as u32));
-            if !hot.is_empty() {
-                site.promote(&hot)
-                    .map_err(|e| format!("promoting site {i}: {e}"))?;
-            }
-            Ok(site)
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let sites = w.promoted_sites(&engine)?;
     Ok(if sites.len() == 1 {
         let site = sites.into_iter().next().expect("one site");
         Box::new(OneSite { engine, site })
