@@ -16,15 +16,16 @@ const COLUMNS: usize = 2;
 const TITLE_H: u32 = 70;
 const LEGEND_LINE_H: u32 = 26;
 
-/// A color per strategy, in table order (colorblind-safe Okabe-Ito).
+/// A color per strategy, in table order (Okabe-Ito's colorblind-safe
+/// colors, with dark grey for the sixth so no two neighbours look alike).
 const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
     RGBColor(204, 121, 167),
     RGBColor(230, 159, 0),
+    RGBColor(90, 90, 90),
     RGBColor(86, 180, 233),
-    RGBColor(120, 120, 120),
     RGBColor(240, 228, 66),
 ];
 
@@ -56,7 +57,8 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
     title
         .draw(&Text::new(
             format!(
-                "{} ({}), {} cores; {} samples per cell, {} calls each",
+                "{} ({}), {} cores; {} samples per cell, {} calls each; \
+                 \"x indirect\": median of the per-round ratios",
                 report.host.cpu,
                 report.host.arch,
                 report.host.cores,
@@ -126,6 +128,7 @@ fn draw_panel(
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(WHITE)
         .x_desc("ns per call")
         .x_labels(6)
         .x_label_formatter(&|v| format!("{v:.1}"))
@@ -179,7 +182,9 @@ fn draw_panel(
         if let Some(v) = &r.vs_indirect
             && r.strategy != "indirect"
         {
-            label.push_str(&format!("  {:.2}x indirect", v.ratio));
+            // The paired ratio: robust to load that comes and goes, which
+            // can move a whole cell's median (see report.rs).
+            label.push_str(&format!("  {:.2}x indirect", v.paired_ratio));
         }
         if !r.correct {
             label.push_str("  WRONG RESULTS");

@@ -180,12 +180,12 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "ns/call: median of the samples; 95% CI: {}; `vs indirect` / `vs retpoline`: \
+        "ns/call: median of the samples; 95% CI: distribution-free interval of the \
+         median (binomial order statistics); `vs indirect` / `vs retpoline`: \
          ratio of medians (below 1 is faster) and Welch's two-sided p; paired: median of \
          the per-round ratios (samples taken moments apart) with its 95% interval, robust \
          to load that comes and goes. instr/call and mispred/call: callgrind \
-         (`--count`), `-` when not run.\n",
-        "distribution-free interval of the median (binomial order statistics)"
+         (`--count`), `-` when not run.\n"
     );
     let _ = writeln!(out, "| {} |", HEADER.join(" | "));
     let align: Vec<&str> = NUMERIC
