@@ -366,7 +366,7 @@ fn measure_all(
     let total = (workloads.len() * ready * (plan.warmup_rounds + plan.samples)) as u64;
     let bar = progress_bar(
         total,
-        "{spinner} timing {msg:<11} [{bar:40}] {pos}/{len} samples {elapsed}",
+        "{spinner} timing {msg:<11} [{wide_bar}] {pos}/{len} samples {elapsed}",
     );
     // The shuffles vary from run to run on purpose; the streams do not.
     let mut rng = SplitMix64::new(clock_seed());
@@ -427,7 +427,7 @@ fn count_all(args: &BenchArgs, report: &mut Report, failures: &mut Vec<String>) 
     }
     let bar = progress_bar(
         report.results.len() as u64,
-        "{spinner} counting {msg:<24} [{bar:40}] {pos}/{len} cells {elapsed}",
+        "{spinner} counting {msg:<24} [{wide_bar}] {pos}/{len} cells {elapsed}",
     );
     for r in &mut report.results {
         bar.set_message(format!("{} / {}", r.workload, r.strategy));
