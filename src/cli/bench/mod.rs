@@ -12,6 +12,7 @@ use hotcall::workload::{PHASE_LEN, STREAM_LEN, SplitMix64, Workload, WorkloadKin
 
 use super::CliResult;
 
+mod clock;
 mod count;
 mod plot;
 mod report;
@@ -20,6 +21,7 @@ mod strategy;
 mod table;
 mod timing;
 
+use clock::Clock;
 use count::CountPlan;
 use report::{CellResult, Config, Host, MissingCell, Report, StrategyInfo, WorkloadInfo};
 use strategy::{Build, CHUNK_LEN, Cell, STRATEGIES, StrategyDef};
@@ -100,6 +102,11 @@ pub struct BenchArgs {
     /// Seed of the call streams.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
+    /// The clock of `ns_per_call`: the thread's CPU time (default; time
+    /// spent descheduled by other load does not count) or wall time. Both
+    /// are in the JSON.
+    #[arg(long, value_enum, default_value = "cpu")]
+    clock: Clock,
     /// Write the report as JSON (schema hotcall-bench/1).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -134,6 +141,7 @@ impl BenchArgs {
             workloads: Vec::new(),
             strategies: Vec::new(),
             seed: DEFAULT_SEED,
+            clock: Clock::Cpu,
             json: Some(dir.join("report.json")),
             plot: Some(dir.join("report.svg")),
             markdown: Some(dir.join("report.md")),
@@ -255,13 +263,18 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
 
     println!(
         "hotcall bench, {} preset: {} workload(s) x {} strategies, {} samples per cell of {} calls \
-         (plus {} warm-up rounds), strategies in a new random order each round",
+         (plus {} warm-up rounds), strategies in a new random order each round; {} time",
         args.preset.name(),
         workloads.len(),
         strategies.len(),
         plan.samples,
         plan.passes * STREAM_LEN,
-        plan.warmup_rounds
+        plan.warmup_rounds,
+        if args.clock == Clock::Cpu {
+            "thread CPU"
+        } else {
+            "wall"
+        }
     );
     let mut report = Report {
         schema: report::SCHEMA,
@@ -275,6 +288,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
             phase_len: PHASE_LEN,
             chunk_len: CHUNK_LEN,
             seed: args.seed,
+            clock: args.clock.name(),
             confidence: CONFIDENCE,
             count: args.count,
             count_warmup_passes: args.count_plan().warmup_passes,
@@ -310,7 +324,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
     measure_all(
         &workloads,
         &strategies,
-        args.seed,
+        args,
         plan,
         &mut report,
         &mut failures,
@@ -357,7 +371,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
 fn measure_all(
     workloads: &[WorkloadKind],
     strategies: &[&'static StrategyDef],
-    seed: u64,
+    args: &BenchArgs,
     plan: TimingPlan,
     report: &mut Report,
     failures: &mut Vec<String>,
@@ -372,7 +386,7 @@ fn measure_all(
     let mut rng = SplitMix64::new(clock_seed());
     for &kind in workloads {
         bar.set_message(kind.name());
-        let w = Workload::new(kind, seed);
+        let w = Workload::new(kind, args.seed);
         let mut cells: Vec<(&'static StrategyDef, Box<dyn Cell>)> = Vec::new();
         for &s in strategies {
             match s.build {
@@ -408,6 +422,7 @@ fn measure_all(
                 w.threads(),
                 &samples,
                 cell.detail(),
+                args.clock,
                 CONFIDENCE,
             ));
         }

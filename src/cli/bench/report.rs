@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use super::clock::Clock;
 use super::count::Counts;
 use super::stats::{self, MedianInterval};
 use super::timing::Samples;
@@ -90,6 +91,9 @@ pub struct Config {
     /// Calls between learning steps.
     pub chunk_len: usize,
     pub seed: u64,
+    /// Which clock `ns_per_call` uses: `cpu` (the thread's CPU time) or
+    /// `wall`.
+    pub clock: &'static str,
     pub confidence: f64,
     /// Whether `--count` ran, and its passes (warm-up, counted) per thread.
     pub count: bool,
@@ -149,7 +153,11 @@ pub struct CellResult {
     pub strategy: &'static str,
     pub entry: &'static str,
     pub threads: usize,
+    /// By the clock named in `config.clock`.
     pub ns_per_call: NsPerCall,
+    /// The same samples by each clock.
+    pub cpu_ns_per_call: NsPerCall,
+    pub wall_ns_per_call: NsPerCall,
     /// Null when the workload has no `indirect` cell.
     pub vs_indirect: Option<Comparison>,
     /// Null while the `retpoline` strategy is missing.
@@ -164,8 +172,29 @@ pub struct CellResult {
     pub wrong_samples: usize,
     /// What the strategy built for this workload.
     pub detail: String,
-    /// Raw samples, ns per call, in round order.
+    /// Raw samples of `ns_per_call`, in round order.
     pub raw_ns_per_call: Vec<f64>,
+}
+
+impl NsPerCall {
+    fn of(samples: &[f64], confidence: f64) -> Self {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let ci = stats::median_interval(&sorted, confidence).unwrap_or(MedianInterval {
+            lo: sorted.first().copied().unwrap_or(f64::NAN),
+            hi: sorted.last().copied().unwrap_or(f64::NAN),
+            coverage: f64::NAN,
+        });
+        NsPerCall {
+            median: stats::median(&sorted),
+            ci95: [ci.lo, ci.hi],
+            samples: sorted.len(),
+            ci_coverage: ci.coverage,
+            mean: stats::mean(&sorted),
+            min: sorted.first().copied().unwrap_or(f64::NAN),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -185,29 +214,21 @@ impl CellResult {
         threads: usize,
         samples: &Samples,
         detail: String,
+        clock: Clock,
         confidence: f64,
     ) -> Self {
-        let mut sorted = samples.ns_per_call.clone();
-        sorted.sort_by(f64::total_cmp);
-        let ci = stats::median_interval(&sorted, confidence).unwrap_or(MedianInterval {
-            lo: sorted.first().copied().unwrap_or(f64::NAN),
-            hi: sorted.last().copied().unwrap_or(f64::NAN),
-            coverage: f64::NAN,
-        });
+        let raw = match clock {
+            Clock::Cpu => &samples.cpu_ns_per_call,
+            Clock::Wall => &samples.wall_ns_per_call,
+        };
         CellResult {
             workload,
             strategy,
             entry,
             threads,
-            ns_per_call: NsPerCall {
-                median: stats::median(&sorted),
-                ci95: [ci.lo, ci.hi],
-                samples: sorted.len(),
-                ci_coverage: ci.coverage,
-                mean: stats::mean(&sorted),
-                min: sorted.first().copied().unwrap_or(f64::NAN),
-                max: sorted.last().copied().unwrap_or(f64::NAN),
-            },
+            ns_per_call: NsPerCall::of(raw, confidence),
+            cpu_ns_per_call: NsPerCall::of(&samples.cpu_ns_per_call, confidence),
+            wall_ns_per_call: NsPerCall::of(&samples.wall_ns_per_call, confidence),
             vs_indirect: None,
             vs_retpoline: None,
             instructions_per_call: None,
@@ -217,7 +238,7 @@ impl CellResult {
             correct: samples.wrong == 0,
             wrong_samples: samples.wrong,
             detail,
-            raw_ns_per_call: samples.ns_per_call.clone(),
+            raw_ns_per_call: raw.clone(),
         }
     }
 

@@ -3,10 +3,10 @@
 //! (frequency, other load on the machine) hits every strategy alike.
 
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
 
 use hotcall::workload::{CHAIN_START, Call, STREAM_LEN, SplitMix64, Workload};
 
+use super::clock::{Elapsed, Stopwatch};
 use super::strategy::{CHUNK_LEN, Cell};
 
 /// How much to measure per workload.
@@ -21,8 +21,11 @@ pub struct TimingPlan {
 /// One cell's samples.
 #[derive(Clone, Debug, Default)]
 pub struct Samples {
-    /// Nanoseconds per call, one value per sample, in round order.
-    pub ns_per_call: Vec<f64>,
+    /// Nanoseconds per call by the thread CPU-time clock, one value per
+    /// sample, in round order.
+    pub cpu_ns_per_call: Vec<f64>,
+    /// The same samples by the wall clock.
+    pub wall_ns_per_call: Vec<f64>,
     /// Samples (warm-up included) whose result differed from plain calls.
     pub wrong: usize,
 }
@@ -60,7 +63,9 @@ pub fn measure(
             }
             if round >= plan.warmup_rounds {
                 let calls = (plan.passes * STREAM_LEN) as f64;
-                out[i].ns_per_call.push(elapsed.as_secs_f64() * 1e9 / calls);
+                let ns = |d: std::time::Duration| d.as_secs_f64() * 1e9 / calls;
+                out[i].cpu_ns_per_call.push(ns(elapsed.cpu));
+                out[i].wall_ns_per_call.push(ns(elapsed.wall));
             }
             on_sample();
         }
@@ -69,11 +74,11 @@ pub fn measure(
 }
 
 /// One sample: `passes` passes of each thread's stream, all threads at
-/// once. Returns the slowest thread's time and whether every thread's
-/// result matched plain calls.
-fn sample(cell: &dyn Cell, w: &Workload, passes: usize, expected: &[u64]) -> (Duration, bool) {
+/// once. Returns the slowest thread's times (by each clock) and whether
+/// every thread's result matched plain calls.
+fn sample(cell: &dyn Cell, w: &Workload, passes: usize, expected: &[u64]) -> (Elapsed, bool) {
     let run = |t: usize| {
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let mut x = CHAIN_START;
         for _ in 0..passes {
             x = run_pass(cell, w.stream(t), x);
@@ -84,7 +89,7 @@ fn sample(cell: &dyn Cell, w: &Workload, passes: usize, expected: &[u64]) -> (Du
         return run(0);
     }
     let barrier = Barrier::new(w.threads());
-    let results: Vec<(Duration, bool)> = std::thread::scope(|s| {
+    let results: Vec<(Elapsed, bool)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..w.threads())
             .map(|t| {
                 let (barrier, run) = (&barrier, &run);
@@ -99,6 +104,9 @@ fn sample(cell: &dyn Cell, w: &Workload, passes: usize, expected: &[u64]) -> (Du
             .map(|h| h.join().expect("a benchmark thread panicked"))
             .collect()
     });
-    let slowest = results.iter().map(|r| r.0).max().unwrap_or_default();
+    let slowest = Elapsed {
+        cpu: results.iter().map(|r| r.0.cpu).max().unwrap_or_default(),
+        wall: results.iter().map(|r| r.0.wall).max().unwrap_or_default(),
+    };
     (slowest, results.iter().all(|r| r.1))
 }
