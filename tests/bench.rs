@@ -214,8 +214,20 @@ fn count_gives_identical_instruction_counts_on_two_runs() {
             .collect::<Vec<_>>()
     };
     let (a, b) = (run(1), run(2));
-    assert_eq!(a, b);
     assert_eq!(a.len(), 2);
+    let instructions = |v: &[(String, f64, f64)]| -> Vec<(String, f64)> {
+        v.iter().map(|c| (c.0.clone(), c.1)).collect()
+    };
+    assert_eq!(
+        instructions(&a),
+        instructions(&b),
+        "instruction counts differ"
+    );
+    // Simulated mispredictions keep a little state from uncounted code
+    // (docs/BENCH.md): equal within a few branches per 65,536 calls.
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.2 - y.2).abs() < 1e-4, "{a:?} vs {b:?}");
+    }
     // Sanity: a call costs a handful of instructions, and the thunk's
     // compares add some.
     let ir = |name: &str| a.iter().find(|c| c.0 == name).unwrap().1;
