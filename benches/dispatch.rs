@@ -15,9 +15,15 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hotcall::Engine;
 use hotcall::jit::{Arch, CompilerOptions, Placement, ThunkCompiler};
 use hotcall::workload::{Callback, POOL};
+use hotcall::{Engine, EngineConfig, PolicyConfig, SiteOptions};
+
+/// Engines learn only when told (`Engine::tick`), so no background thread
+/// runs during measurements; every site here is promoted by hand or off.
+fn engine() -> Engine {
+    Engine::with_config(EngineConfig::manual())
+}
 
 /// The promoted targets (slots 0 to 3) and a target no thunk promotes.
 const SLOTS: usize = 4;
@@ -41,7 +47,7 @@ extern "C" fn compiled_chain(f: Callback, x: u64) -> u64 {
 const CHAIN: u64 = 1000;
 
 fn dispatch(c: &mut Criterion) {
-    let engine = Engine::new();
+    let engine = engine();
     let site = engine.named_site::<Callback>("bench");
     site.promote(&POOL[..SLOTS]).expect("promote");
     let (t0, t1) = (POOL[0], POOL[1]);
@@ -91,7 +97,11 @@ fn dispatch(c: &mut Criterion) {
     }
     // A site with nothing promoted: the caller's check of the entry word,
     // then a plain indirect call.
-    let bypass = engine.named_site::<Callback>("bench-bypass");
+    let bypass = engine.site_with::<Callback>(
+        SiteOptions::new()
+            .name("bench-bypass")
+            .policy(PolicyConfig::Off),
+    );
     g.bench_function("site_bypass", |b| {
         let f: Callback = black_box(t0);
         let pinned = engine.pin();
@@ -104,9 +114,9 @@ fn dispatch(c: &mut Criterion) {
         })
     });
     // The same thunk with Cranelift's call-and-return hit (no tail jump).
-    let call_form = Engine::with_config(hotcall::EngineConfig {
+    let call_form = Engine::with_config(EngineConfig {
         tail_jumps: false,
-        ..Default::default()
+        ..EngineConfig::manual()
     });
     let call_site = call_form.named_site::<Callback>("bench-call-form");
     call_site.promote(&[t0, t1]).expect("promote");
@@ -149,7 +159,7 @@ fn dispatch(c: &mut Criterion) {
 
 fn publish(c: &mut Criterion) {
     let (t0, t1) = (POOL[0], POOL[1]);
-    let engine = Engine::new();
+    let engine = engine();
     let site = engine.named_site::<Callback>("publish");
     let mut g = c.benchmark_group("publish");
     // Publish: the first thunk of a fresh site (compile, install, one
@@ -184,9 +194,9 @@ fn publish(c: &mut Criterion) {
     });
     // The same with the membarrier that serializes all cores (the aarch64
     // default; optional on x86-64).
-    let serializing = Engine::with_config(hotcall::EngineConfig {
+    let serializing = Engine::with_config(EngineConfig {
         serialize_cores: true,
-        ..Default::default()
+        ..EngineConfig::manual()
     });
     let serializing_site = serializing.named_site::<Callback>("publish-membarrier");
     g.bench_function("compile_install_2_slots_membarrier", |b| {

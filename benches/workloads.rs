@@ -14,8 +14,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hotcall::Engine;
 use hotcall::workload::{CHAIN_START, STREAM_LEN, Workload, WorkloadKind, run_plain};
+use hotcall::{Engine, EngineConfig};
 
 /// The harness's default seed, so both replay the same streams.
 const SEED: u64 = 0x5eed;
@@ -33,7 +33,7 @@ fn workloads(c: &mut Criterion) {
         g.bench_function(format!("{}/indirect", kind.name()), |b| {
             b.iter(|| run_plain(black_box(calls), CHAIN_START))
         });
-        let engine = Engine::new();
+        let engine = Engine::with_config(EngineConfig::manual());
         let sites = w.promoted_sites(&engine).expect("promote");
         let through_sites = || {
             let pinned = engine.pin();

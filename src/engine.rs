@@ -4,14 +4,16 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use hotcall_jit::{
-    Arch, CodeMemory, CodeMemoryOptions, CodeMemoryStats, CompilerOptions, ExecutableCode,
+    Arch, CodeMemory, CodeMemoryOptions, CodeMemoryStats, CompilerOptions, ExecutableCode, Hooks,
     JitError, SlotPlan, ThunkCompiler, ThunkSig,
 };
+use hotcall_policy::{PolicyConfig, ScheduleConfig, Scheduler, SchedulerStats, TickReport};
+use serde::Serialize;
 
 use crate::error::Error;
 use crate::pin::Pinned;
 use crate::signature::SiteFn;
-use crate::site::Site;
+use crate::site::{Site, SiteOptions};
 
 /// How an engine is set up. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -35,6 +37,13 @@ pub struct EngineConfig {
     /// instead of running Cranelift for every publish (x86-64; default on).
     /// Off compiles every thunk from scratch, for comparison.
     pub templates: bool,
+    /// The learning policy of new sites (default [`PolicyConfig::Adaptive`]);
+    /// a site may override it ([`SiteOptions::policy`], [`Site::set_policy`]).
+    pub policy: PolicyConfig,
+    /// When sites learn: a background thread every 20 ms compiling at most
+    /// 32 thunks per tick (the default), or only on [`Engine::tick`]
+    /// ([`ScheduleConfig::manual`]).
+    pub schedule: ScheduleConfig,
 }
 
 /// Where an engine's code memory goes.
@@ -58,18 +67,34 @@ impl Default for EngineConfig {
             serialize_cores: hotcall_jit::coherence::SERIALIZE_BY_DEFAULT,
             tail_jumps: true,
             templates: true,
+            policy: PolicyConfig::default(),
+            schedule: ScheduleConfig::default(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The defaults, but learning only on [`Engine::tick`]: deterministic,
+    /// for tests and hosts that schedule learning themselves.
+    pub fn manual() -> Self {
+        EngineConfig {
+            schedule: ScheduleConfig::manual(),
+            ..Default::default()
         }
     }
 }
 
 /// Engine-wide counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EngineStats {
     /// The host ISA, if code generation works.
     pub arch: Option<Arch>,
     /// Why code generation is off, if it is.
+    #[serde(serialize_with = "crate::error::serialize_opt_display")]
     pub disabled: Option<Error>,
     pub code: CodeMemoryStats,
+    /// The learning scheduler: ticks, sites, compiles.
+    pub scheduler: SchedulerStats,
 }
 
 impl fmt::Display for EngineStats {
@@ -80,6 +105,22 @@ impl fmt::Display for EngineStats {
             (None, None) => writeln!(f, "engine")?,
         }
         let c = &self.code;
+        let t = &self.scheduler;
+        writeln!(
+            f,
+            "  learning: {} site(s), {} tick(s) ({}), {} thunk(s) compiled by policies, {} failure(s); \
+             last tick {:.1} us",
+            t.sites,
+            t.ticks,
+            if t.background {
+                "background thread"
+            } else {
+                "manual ticks"
+            },
+            t.compiles,
+            t.failures,
+            t.last_tick.elapsed_ns as f64 / 1e3
+        )?;
         write!(
             f,
             "  code memory: {} of {} bytes in use (peak {}), {} live thunk(s), {} installed, {} freed, {}",
@@ -113,11 +154,18 @@ struct Codegen {
 
 pub(crate) struct EngineShared {
     codegen: Result<Codegen, JitError>,
+    pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) policy: PolicyConfig,
 }
 
 impl EngineShared {
-    /// Compiles and installs a thunk; does not publish it.
-    pub(crate) fn build(&self, sig: &ThunkSig, targets: &[u64]) -> Result<Installed, Error> {
+    /// Compiles and installs a thunk calling `hooks`; does not publish it.
+    pub(crate) fn build(
+        &self,
+        sig: &ThunkSig,
+        targets: &[u64],
+        hooks: &Hooks,
+    ) -> Result<Installed, Error> {
         let cg = self
             .codegen
             .as_ref()
@@ -125,7 +173,7 @@ impl EngineShared {
         ThunkCompiler::check_targets(targets)?;
         let compiled = {
             let mut compiler = cg.compiler.lock().unwrap_or_else(|p| p.into_inner());
-            compiler.compile(sig, targets, cg.memory.placement())?
+            compiler.compile_with_hooks(sig, targets, hooks, cg.memory.placement())?
         };
         let writable = cg.memory.alloc(compiled.len())?;
         let bytes = compiled.link(writable.address() as u64)?;
@@ -164,6 +212,18 @@ impl EngineShared {
     pub(crate) fn memory(&self) -> Option<&Arc<CodeMemory>> {
         self.codegen.as_ref().ok().map(|cg| &cg.memory)
     }
+
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.codegen.is_ok()
+    }
+
+    /// Why this engine cannot compile, if it cannot.
+    pub(crate) fn disabled_error(&self) -> Error {
+        match &self.codegen {
+            Err(e) => Error::EngineDisabled(e.clone()),
+            Ok(_) => Error::EngineDisabled(JitError::Isa("host", "code generation is on".into())),
+        }
+    }
 }
 
 /// The entry point: owns code memory and the compiler; makes sites.
@@ -185,20 +245,31 @@ impl Engine {
     /// An engine with `config`; infallible like [`Engine::new`].
     pub fn with_config(config: EngineConfig) -> Self {
         let codegen = Self::codegen(&config);
-        Engine {
-            shared: Arc::new(EngineShared { codegen }),
-        }
+        Self::assemble(config, codegen)
     }
 
     /// Like [`Engine::with_config`], but fails if code generation is not
     /// available.
     pub fn try_with_config(config: EngineConfig) -> Result<Self, Error> {
         let codegen = Self::codegen(&config).map_err(Error::EngineDisabled)?;
-        Ok(Engine {
+        Ok(Self::assemble(config, Ok(codegen)))
+    }
+
+    fn assemble(config: EngineConfig, codegen: Result<Codegen, JitError>) -> Self {
+        // Without code generation nothing can be promoted: no scheduler
+        // thread either.
+        let schedule = if codegen.is_ok() {
+            config.schedule
+        } else {
+            ScheduleConfig::manual()
+        };
+        Engine {
             shared: Arc::new(EngineShared {
-                codegen: Ok(codegen),
+                codegen,
+                scheduler: Scheduler::new(schedule),
+                policy: config.policy,
             }),
-        })
+        }
     }
 
     fn codegen(config: &EngineConfig) -> Result<Codegen, JitError> {
@@ -229,14 +300,28 @@ impl Engine {
         })
     }
 
-    /// A new site for `F`, starting as a plain indirect call.
+    /// A new site for `F` that learns with the engine's policy (with the
+    /// default policy, it starts by counting its calls).
     pub fn site<F: SiteFn>(&self) -> Site<F> {
-        Site::new(Arc::clone(&self.shared), None)
+        self.site_with(SiteOptions::default())
     }
 
     /// A new site with a name shown in its statistics.
     pub fn named_site<F: SiteFn>(&self, name: impl Into<String>) -> Site<F> {
-        Site::new(Arc::clone(&self.shared), Some(name.into()))
+        self.site_with(SiteOptions::default().name(name))
+    }
+
+    /// A new site with a name and a policy of its own.
+    pub fn site_with<F: SiteFn>(&self, options: SiteOptions) -> Site<F> {
+        Site::new(Arc::clone(&self.shared), options)
+    }
+
+    /// One learning round, synchronously: every site aggregates its
+    /// counters, asks its policy, and installs what it decides (at most the
+    /// schedule's budget of compiles). Callers of sites are never blocked
+    /// by it. With a background schedule this runs by itself as well.
+    pub fn tick(&self) -> TickReport {
+        self.shared.scheduler.tick()
     }
 
     /// Pins the current thread; see [`Pinned`].
@@ -251,16 +336,19 @@ impl Engine {
     }
 
     pub fn stats(&self) -> EngineStats {
+        let scheduler = self.shared.scheduler.stats();
         match &self.shared.codegen {
             Ok(cg) => EngineStats {
                 arch: Some(cg.memory.backend().arch()),
                 disabled: None,
                 code: cg.memory.stats(),
+                scheduler,
             },
             Err(e) => EngineStats {
                 arch: None,
                 disabled: Some(Error::EngineDisabled(e.clone())),
                 code: CodeMemoryStats::default(),
+                scheduler,
             },
         }
     }

@@ -15,3 +15,15 @@ pub enum Error {
     #[error("the engine has no code generation: {0}")]
     EngineDisabled(JitError),
 }
+
+/// Serializes an optional error as its message (or `null`), for JSON
+/// statistics.
+pub(crate) fn serialize_opt_display<S: serde::Serializer, E: std::fmt::Display>(
+    e: &Option<E>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.serialize_some(&e.to_string()),
+        None => s.serialize_none(),
+    }
+}

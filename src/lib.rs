@@ -26,13 +26,20 @@ mod error;
 mod pin;
 mod signature;
 mod site;
+mod symbols;
 pub mod workload;
 
 pub use engine::{Engine, EngineConfig, EngineStats, Placement};
 pub use error::{Error, JitError};
 pub use pin::{Pinned, collect_garbage};
 pub use signature::{Param, Return, SiteFn};
-pub use site::{PromoteReport, Site, SiteMode, SiteStats, SlotStats};
+pub use site::{CandidateStats, PromoteReport, Site, SiteMode, SiteOptions, SiteStats, SlotStats};
+
+/// Learning: policies, counters and scheduling.
+pub use hotcall_policy as policy;
+pub use hotcall_policy::{
+    AdaptiveConfig, Counting, PolicyConfig, PolicyState, ScheduleConfig, SeedConfig, TickReport,
+};
 
 /// The code-generation crate, for disassembly and cross-ISA compilation.
 pub use hotcall_jit as jit;

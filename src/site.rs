@@ -1,4 +1,5 @@
-//! Dispatch sites: one thunk per site, published with one atomic store.
+//! Dispatch sites: one thunk per site, published with one atomic store, and
+//! a policy that decides what the thunk promotes.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -6,87 +7,174 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hotcall_jit::{CallForm, ThunkSig};
+use hotcall_jit::{CallForm, Hooks, ThunkSig};
+use hotcall_policy::{
+    Counting, Counts, Learner, Learning, Plan, PolicyConfig, PolicyState, SiteCounters, Step,
+};
+use serde::Serialize;
 
 use crate::engine::{EngineShared, Installed};
 use crate::error::Error;
 use crate::pin::Pinned;
 use crate::signature::SiteFn;
+use crate::symbols;
 
 /// How a site currently dispatches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SiteMode {
     /// Through its thunk.
     Thunk,
-    /// A plain indirect call: nothing promoted yet, demoted on purpose, or
-    /// the last build failed (see [`SiteStats::last_error`]).
+    /// A plain indirect call: nothing promoted, demoted on purpose (bypass),
+    /// or the last build failed (see [`SiteStats::last_error`]).
     PlainIndirect,
 }
 
 /// One promoted slot as installed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SlotStats {
     pub target: usize,
+    /// The target's symbol, where the host binary has one.
+    pub symbol: Option<String>,
     /// Whether the call is a true direct call or the absolute fallback.
     pub form: CallForm,
     /// A direct slot that jumps to its target (`jmp rel32` / `b`) after
     /// tearing down the thunk's frame, so the target returns straight to the
     /// caller.
     pub tail: bool,
+    /// Calls that hit this slot: counted while the site counts every call
+    /// (this epoch), else as of the last profile that promoted this target;
+    /// `None` if never counted.
+    pub hits: Option<u64>,
+}
+
+/// A miss target the counters saw.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CandidateStats {
+    pub target: usize,
+    pub symbol: Option<String>,
+    pub count: u64,
 }
 
 /// A snapshot of a site.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SiteStats {
     pub name: Option<String>,
     pub signature: String,
     pub mode: SiteMode,
+    /// The site's policy (`adaptive`, `seed`, `fixed`, `off`, ...).
+    pub policy: &'static str,
+    /// Where the policy stands.
+    pub state: PolicyState,
+    /// What the installed thunk counts.
+    pub counting: Counting,
     /// The thunk's entry address, in [`SiteMode::Thunk`].
     pub entry: Option<usize>,
     /// Promoted slots, in compare order.
     pub slots: Vec<SlotStats>,
+    /// Calls counted since the current thunk was installed (exact; zero
+    /// when only misses are counted).
+    pub calls: u64,
+    /// Misses since the current thunk was installed (exact while the thunk
+    /// counts misses or everything).
+    pub misses: u64,
+    /// Most frequent miss targets since the current thunk was installed.
+    pub candidates: Vec<CandidateStats>,
     /// Bytes of machine code of the current thunk (its allocation is this
     /// rounded up to 16).
     pub code_bytes: usize,
-    /// Thunks published, successful builds only.
+    /// Thunks built and published (successful builds only): every
+    /// recompile, by hand or by the policy.
     pub publishes: u64,
     /// Builds that failed (the site fell back to a plain indirect call).
     pub failures: u64,
     /// Why the last build failed, until the next success.
+    #[serde(serialize_with = "crate::error::serialize_opt_display")]
     pub last_error: Option<Error>,
-    /// Cranelift time of the last successful build.
+    /// Build time of the last successful build.
+    #[serde(serialize_with = "serialize_opt_duration_ns")]
     pub last_compile_time: Option<Duration>,
+    /// Learning decisions taken.
+    pub decisions: u64,
+}
+
+fn serialize_opt_duration_ns<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_nanos() as u64)),
+        None => s.serialize_none(),
+    }
+}
+
+impl SiteStats {
+    /// The statistics as JSON (the same fields, durations in nanoseconds).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+fn describe(target: usize, symbol: &Option<String>) -> String {
+    match symbol {
+        Some(s) => format!("{s} ({target:#x})"),
+        None => format!("{target:#x}"),
+    }
 }
 
 impl fmt::Display for SiteStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "site {} {}: ",
+            "site {} {}: {} policy, {}; ",
             self.name.as_deref().unwrap_or("<unnamed>"),
-            self.signature
+            self.signature,
+            self.policy,
+            self.state
         )?;
         match self.mode {
             SiteMode::Thunk => write!(
                 f,
-                "thunk at {:#x}, {} bytes, {} slots",
+                "thunk at {:#x}, {} bytes, {} slots, counting {}",
                 self.entry.unwrap_or(0),
                 self.code_bytes,
-                self.slots.len()
+                self.slots.len(),
+                self.counting.name()
             )?,
             SiteMode::PlainIndirect => f.write_str("plain indirect call")?,
         }
         write!(
             f,
-            "; {} publishes, {} failures",
-            self.publishes, self.failures
+            "; {} publishes, {} failures, {} decisions",
+            self.publishes, self.failures, self.decisions
         )?;
         if let Some(t) = self.last_compile_time {
-            write!(f, ", last compile {:.1} us", t.as_secs_f64() * 1e6)?;
+            write!(f, ", last build {:.1} us", t.as_secs_f64() * 1e6)?;
         }
         for (i, s) in self.slots.iter().enumerate() {
             let tail = if s.tail { ", tail jump" } else { "" };
-            write!(f, "\n  slot {i}: {:#x} ({}{tail})", s.target, s.form.name())?;
+            let hits = s.hits.map(|h| format!(", {h} hits")).unwrap_or_default();
+            write!(
+                f,
+                "\n  slot {i}: {} ({}{tail}{hits})",
+                describe(s.target, &s.symbol),
+                s.form.name()
+            )?;
+        }
+        if self.counting != Counting::None {
+            write!(
+                f,
+                "\n  counted: {} calls, {} misses",
+                self.calls, self.misses
+            )?;
+            for c in &self.candidates {
+                write!(
+                    f,
+                    "\n  miss: {} x{}",
+                    describe(c.target, &c.symbol),
+                    c.count
+                )?;
+            }
         }
         if let Some(e) = &self.last_error {
             write!(f, "\n  last error: {e}")?;
@@ -104,7 +192,33 @@ pub struct PromoteReport {
     pub compile_time: Duration,
 }
 
-struct SiteState {
+/// Options for a new site ([`crate::Engine::site_with`]).
+#[derive(Clone, Debug, Default)]
+pub struct SiteOptions {
+    name: Option<String>,
+    policy: Option<PolicyConfig>,
+}
+
+impl SiteOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A name shown in statistics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A policy for this site instead of the engine's.
+    pub fn policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+}
+
+/// What the site publishes and its build counters.
+struct Published {
     current: Option<Installed>,
     publishes: u64,
     failures: u64,
@@ -112,52 +226,97 @@ struct SiteState {
     last_compile_time: Option<Duration>,
 }
 
-/// A dispatch site for functions of type `F` (an `extern "C" fn` type with
-/// up to eight parameters; see [`SiteFn`]).
-///
-/// Calls go through [`Site::call`] with a [`Pinned`] guard. The site starts
-/// as a plain indirect call; [`Site::promote`] compiles a thunk that tests
-/// the given targets in order and calls a match directly, and publishes it
-/// atomically. Sites are `Sync`: share them by reference or in an `Arc`.
-pub struct Site<F: SiteFn> {
+/// Everything behind the site's lock: publication and learning. Learning
+/// steps and hand promotions take it; calls never do.
+struct Inner {
+    published: Published,
+    learner: Learner,
+}
+
+/// The type-independent part of a site, shared with the scheduler.
+pub(crate) struct SiteCore {
     /// Entry of the current thunk, 0 for a plain indirect call. The only
     /// word the call path reads.
     entry: AtomicUsize,
-    state: Mutex<SiteState>,
-    engine: Arc<EngineShared>,
     sig: ThunkSig,
     name: Option<String>,
+    engine: Arc<EngineShared>,
+    counters: Arc<SiteCounters>,
+    inner: Mutex<Inner>,
+}
+
+/// A dispatch site for functions of type `F` (an `extern "C" fn` type with
+/// up to eight parameters; see [`SiteFn`]).
+///
+/// Calls go through [`Site::call`] with a [`Pinned`] guard. With the
+/// engine's default policy, a site counts its calls, and the engine's
+/// scheduler promotes the hot targets into a thunk that tests them in order
+/// and calls a match directly, demotes megamorphic sites to a plain
+/// indirect call, and follows phase changes. [`Site::promote`] sets the
+/// targets by hand instead. Sites are `Sync` and cheap to clone (clones
+/// share the site).
+pub struct Site<F: SiteFn> {
+    core: Arc<SiteCore>,
     _fn: PhantomData<F>,
 }
 
-impl<F: SiteFn> Site<F> {
-    pub(crate) fn new(engine: Arc<EngineShared>, name: Option<String>) -> Self {
+impl<F: SiteFn> Clone for Site<F> {
+    fn clone(&self) -> Self {
         Site {
+            core: Arc::clone(&self.core),
+            _fn: PhantomData,
+        }
+    }
+}
+
+impl<F: SiteFn> Site<F> {
+    pub(crate) fn new(engine: Arc<EngineShared>, options: SiteOptions) -> Self {
+        let policy = options
+            .policy
+            .unwrap_or_else(|| engine.policy.clone())
+            .build();
+        let counters = SiteCounters::new(policy.counter_config());
+        let tick = engine.scheduler.current_tick();
+        let (learner, first) = Learner::new(policy, tick);
+        let core = Arc::new(SiteCore {
             entry: AtomicUsize::new(0),
-            state: Mutex::new(SiteState {
-                current: None,
-                publishes: 0,
-                failures: 0,
-                last_error: None,
-                last_compile_time: None,
-            }),
-            engine,
             sig: F::signature(),
-            name,
+            name: options.name,
+            engine,
+            counters,
+            inner: Mutex::new(Inner {
+                published: Published {
+                    current: None,
+                    publishes: 0,
+                    failures: 0,
+                    last_error: None,
+                    last_compile_time: None,
+                },
+                learner,
+            }),
+        });
+        if core.engine.is_enabled() {
+            core.install_now(first, tick);
+            let weak = Arc::downgrade(&core);
+            core.engine.scheduler.register(weak);
+        }
+        Site {
+            core,
             _fn: PhantomData,
         }
     }
 
     /// Calls `target` with `args` through the site.
     ///
-    /// `pinned` keeps the thunk alive for the whole call (the target returns
-    /// into it); borrowing it here is what makes the call memory-safe.
+    /// `pinned` keeps the thunk alive for the whole call (the target may
+    /// return into it); borrowing it here is what makes the call
+    /// memory-safe.
     #[inline(always)]
     pub fn call(&self, pinned: &Pinned, target: F, args: F::Args) -> F::Ret {
         let _ = pinned;
         // Acquire pairs with the Release in `publish`: the thunk's bytes
         // (written before publication) are visible to this thread.
-        let entry = self.entry.load(Ordering::Acquire);
+        let entry = self.core.entry.load(Ordering::Acquire);
         if entry == 0 {
             target.call_indirect(args)
         } else {
@@ -187,8 +346,8 @@ impl<F: SiteFn> Site<F> {
     fn null_target(&self) -> ! {
         panic!(
             "hotcall: null function pointer called through site {} {}",
-            self.name.as_deref().unwrap_or("<unnamed>"),
-            self.sig
+            self.core.name.as_deref().unwrap_or("<unnamed>"),
+            self.core.sig
         )
     }
 
@@ -201,9 +360,11 @@ impl<F: SiteFn> Site<F> {
         self.call(&pinned, target, args)
     }
 
-    /// Compiles a thunk promoting `targets` (0 to 8, in compare order; slot
-    /// 0 is the fall-through path) and publishes it atomically. The previous
-    /// thunk is freed after a grace period.
+    /// Promotes `targets` by hand (0 to 8, in compare order; slot 0 is the
+    /// fall-through path): compiles a thunk and publishes it atomically. The
+    /// site stops learning (its policy becomes [`PolicyConfig::Fixed`]; give
+    /// it another with [`Site::set_policy`]). The previous thunk is freed
+    /// after a grace period.
     ///
     /// * An invalid request (more than 8 targets, a repeated target) is
     ///   rejected and leaves the site as it was.
@@ -212,7 +373,7 @@ impl<F: SiteFn> Site<F> {
     ///   error is returned. The host keeps working either way.
     pub fn promote(&self, targets: &[F]) -> Result<PromoteReport, Error> {
         let addrs: Vec<u64> = targets.iter().map(|f| f.addr() as u64).collect();
-        self.promote_addrs(&addrs)
+        self.core.promote_addrs(&addrs)
     }
 
     /// [`Site::promote`] by address, for targets known only as addresses.
@@ -222,71 +383,165 @@ impl<F: SiteFn> Site<F> {
     /// will be made to it directly.
     pub unsafe fn promote_unchecked(&self, targets: &[usize]) -> Result<PromoteReport, Error> {
         let addrs: Vec<u64> = targets.iter().map(|&a| a as u64).collect();
-        self.promote_addrs(&addrs)
+        self.core.promote_addrs(&addrs)
     }
 
-    fn promote_addrs(&self, addrs: &[u64]) -> Result<PromoteReport, Error> {
-        hotcall_jit::ThunkCompiler::check_targets(addrs)?;
-        let mut state = self.lock_state();
-        match self.engine.build(&self.sig, addrs) {
+    /// Makes the site a plain indirect call for good (policy
+    /// [`PolicyConfig::Off`]) and frees its thunk after a grace period.
+    pub fn demote(&self) {
+        self.core.set_policy(PolicyConfig::Off);
+    }
+
+    /// Gives the site a new policy, which starts from its initial plan now
+    /// (a learning policy starts by counting).
+    pub fn set_policy(&self, policy: PolicyConfig) {
+        self.core.set_policy(policy);
+    }
+
+    /// The signature this site dispatches.
+    pub fn signature(&self) -> &ThunkSig {
+        &self.core.sig
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.core.name.as_deref()
+    }
+
+    /// A snapshot of the site's state and counters.
+    pub fn stats(&self) -> SiteStats {
+        self.core.stats()
+    }
+}
+
+impl SiteCore {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the state torn (every
+        // update is a few plain stores), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The hooks a thunk for `plan` calls.
+    fn hooks(&self, counting: Counting) -> Hooks {
+        let Some((entry, miss)) = hotcall_policy::counters::hook::hook_addresses() else {
+            return Hooks::NONE;
+        };
+        let cookie = self.counters.cookie().value();
+        match counting {
+            Counting::None => Hooks::NONE,
+            Counting::Misses => Hooks {
+                cookie,
+                entry: None,
+                miss: Some(miss),
+            },
+            Counting::All => Hooks {
+                cookie,
+                entry: Some(entry),
+                miss: None,
+            },
+        }
+    }
+
+    /// Builds and publishes `plan` (a bypass publishes no thunk). Returns
+    /// whether a thunk was compiled.
+    fn install(&self, published: &mut Published, plan: &Plan) -> Result<bool, Error> {
+        if plan.is_bypass() {
+            self.publish(published, None);
+            return Ok(false);
+        }
+        let hooks = self.hooks(plan.counting);
+        match self.engine.build(&self.sig, &plan.targets, &hooks) {
             Ok(installed) => {
-                let report = PromoteReport {
-                    entry: installed.code.entry(),
-                    slots: slot_stats(&installed),
-                    code_bytes: installed.code_bytes,
-                    compile_time: installed.compile_time,
-                };
-                state.publishes += 1;
-                state.last_error = None;
-                state.last_compile_time = Some(installed.compile_time);
-                self.publish(&mut state, Some(installed));
-                Ok(report)
+                published.publishes += 1;
+                published.last_error = None;
+                published.last_compile_time = Some(installed.compile_time);
+                self.publish(published, Some(installed));
+                Ok(true)
             }
             Err(e) => {
-                state.failures += 1;
-                state.last_error = Some(e.clone());
-                self.publish(&mut state, None);
+                published.failures += 1;
+                published.last_error = Some(e.clone());
+                self.publish(published, None);
                 Err(e)
             }
         }
     }
 
-    /// Makes the site a plain indirect call and frees its thunk after a
-    /// grace period.
-    pub fn demote(&self) {
-        let mut state = self.lock_state();
-        self.publish(&mut state, None);
+    /// Installs `plan` through the learner (counters start a new epoch).
+    fn install_now(&self, plan: Plan, tick: u64) -> Step {
+        let mut inner = self.lock();
+        let Inner { published, learner } = &mut *inner;
+        learner.install(plan, tick, &self.counters, &mut |p: &Plan| {
+            self.install(published, p).map_err(|e| e.to_string())
+        })
+    }
+
+    fn promote_addrs(&self, addrs: &[u64]) -> Result<PromoteReport, Error> {
+        hotcall_jit::ThunkCompiler::check_targets(addrs)?;
+        self.engine
+            .memory()
+            .ok_or_else(|| self.engine.disabled_error())?;
+        let tick = self.engine.scheduler.current_tick();
+        let mut inner = self.lock();
+        let Inner { published, learner } = &mut *inner;
+        let plan = learner.replace_policy(PolicyConfig::Fixed(addrs.to_vec()).build(), tick);
+        let mut result = Ok(false);
+        learner.install(plan, tick, &self.counters, &mut |p: &Plan| {
+            result = self.install(published, p);
+            result.clone().map_err(|e| e.to_string())
+        });
+        result?;
+        let installed = published
+            .current
+            .as_ref()
+            .expect("a successful non-bypass install publishes a thunk");
+        Ok(PromoteReport {
+            entry: installed.code.entry(),
+            slots: slot_stats(installed, None),
+            code_bytes: installed.code_bytes,
+            compile_time: installed.compile_time,
+        })
+    }
+
+    fn set_policy(&self, policy: PolicyConfig) {
+        let tick = self.engine.scheduler.current_tick();
+        let mut inner = self.lock();
+        let Inner { published, learner } = &mut *inner;
+        let plan = learner.replace_policy(policy.build(), tick);
+        if !self.engine.is_enabled() {
+            return;
+        }
+        learner.install(plan, tick, &self.counters, &mut |p: &Plan| {
+            self.install(published, p).map_err(|e| e.to_string())
+        });
     }
 
     /// The one atomic step: swap the entry, then retire the old thunk.
-    fn publish(&self, state: &mut SiteState, new: Option<Installed>) {
+    fn publish(&self, published: &mut Published, new: Option<Installed>) {
         let entry = new.as_ref().map_or(0, |i| i.code.entry());
         // Release: the new thunk's bytes were written before this store.
         self.entry.store(entry, Ordering::Release);
-        if let Some(old) = std::mem::replace(&mut state.current, new) {
+        if let Some(old) = std::mem::replace(&mut published.current, new) {
             self.engine.retire(old);
         }
     }
 
-    fn lock_state(&self) -> MutexGuard<'_, SiteState> {
-        // A panic while holding the lock cannot leave the state torn (every
-        // update is a few plain stores), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The signature this site dispatches.
-    pub fn signature(&self) -> &ThunkSig {
-        &self.sig
-    }
-
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    /// A snapshot of the site's state and counters.
-    pub fn stats(&self) -> SiteStats {
-        let state = self.lock_state();
-        let current = state.current.as_ref();
+    fn stats(&self) -> SiteStats {
+        let counts = self.counters.snapshot();
+        let inner = self.lock();
+        let current = inner.published.current.as_ref();
+        let installed = inner.learner.installed();
+        let profile = inner.learner.last_profile();
+        let hits_of = |slot: usize, target: u64| -> Option<u64> {
+            if installed.counting == Counting::All {
+                return counts.hits.get(slot).copied();
+            }
+            let (plan, c) = profile?;
+            let k = plan.targets.iter().position(|&t| t == target)?;
+            c.hits.get(k).copied()
+        };
+        let slots = current
+            .map(|i| slot_stats(i, Some(&hits_of)))
+            .unwrap_or_default();
         SiteStats {
             name: self.name.clone(),
             signature: self.sig.to_string(),
@@ -295,37 +550,76 @@ impl<F: SiteFn> Site<F> {
             } else {
                 SiteMode::PlainIndirect
             },
+            policy: inner.learner.policy_name(),
+            state: inner.learner.state(),
+            counting: installed.counting,
             entry: current.map(|i| i.code.entry()),
-            slots: current.map(slot_stats).unwrap_or_default(),
+            slots,
+            calls: counts.calls,
+            misses: counts.misses,
+            candidates: candidate_stats(&counts),
             code_bytes: current.map_or(0, |i| i.code_bytes),
-            publishes: state.publishes,
-            failures: state.failures,
-            last_error: state.last_error.clone(),
-            last_compile_time: state.last_compile_time,
+            publishes: inner.published.publishes,
+            failures: inner.published.failures,
+            last_error: inner.published.last_error.clone(),
+            last_compile_time: inner.published.last_compile_time,
+            decisions: inner.learner.decisions(),
         }
     }
 }
 
-fn slot_stats(i: &Installed) -> Vec<SlotStats> {
-    i.slots
+impl Learning for SiteCore {
+    fn learn(&self, tick: u64) -> Step {
+        let mut inner = self.lock();
+        let Inner { published, learner } = &mut *inner;
+        learner.step(tick, &self.counters, &mut |p: &Plan| {
+            self.install(published, p).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Candidates shown in statistics.
+const SHOWN_CANDIDATES: usize = 8;
+
+fn candidate_stats(counts: &Counts) -> Vec<CandidateStats> {
+    counts
+        .candidates
         .iter()
-        .map(|s| SlotStats {
-            target: s.target as usize,
-            form: s.form,
-            tail: s.tail,
+        .take(SHOWN_CANDIDATES)
+        .map(|c| CandidateStats {
+            target: c.target as usize,
+            symbol: symbols::name_of(c.target as usize),
+            count: c.count,
         })
         .collect()
 }
 
-impl<F: SiteFn> Drop for Site<F> {
+type HitsOf<'a> = &'a dyn Fn(usize, u64) -> Option<u64>;
+
+fn slot_stats(i: &Installed, hits: Option<HitsOf<'_>>) -> Vec<SlotStats> {
+    i.slots
+        .iter()
+        .enumerate()
+        .map(|(k, s)| SlotStats {
+            target: s.target as usize,
+            symbol: symbols::name_of(s.target as usize),
+            form: s.form,
+            tail: s.tail,
+            hits: hits.and_then(|h| h(k, s.target)),
+        })
+        .collect()
+}
+
+impl Drop for SiteCore {
     fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = state.current.take() {
-            // Unpublish first: `&mut self` means no caller holds the site,
-            // but a caller may still be returning into the thunk.
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = inner.published.current.take() {
+            // Unpublish first: no caller holds the site any more, but a
+            // caller may still be returning into the thunk.
             self.entry.store(0, Ordering::Release);
             self.engine.retire(old);
         }
+        self.counters.retire();
     }
 }
 

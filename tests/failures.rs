@@ -3,7 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use hotcall::{Engine, EngineConfig, Error, JitError, SiteMode, collect_garbage};
+use hotcall::{Engine, EngineConfig, Error, JitError, PolicyConfig, SiteMode, collect_garbage};
 
 type Callback = extern "C" fn(i64) -> i64;
 
@@ -78,7 +78,12 @@ fn exhausted_code_memory_falls_back_to_plain_calls() {
         code_capacity: 4096,
         ..Default::default()
     });
-    let sites: Vec<_> = (0..64).map(|_| engine.site::<Callback>()).collect();
+    // Sites without a learning probe: the arena holds only what they promote.
+    let sites: Vec<_> = (0..64)
+        .map(|_| {
+            engine.site_with::<Callback>(hotcall::SiteOptions::new().policy(PolicyConfig::Off))
+        })
+        .collect();
     let mut failed = None;
     for (i, site) in sites.iter().enumerate() {
         if let Err(e) = site.promote(&TARGETS[..8]) {

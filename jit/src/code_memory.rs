@@ -84,7 +84,7 @@ pub fn host_text_anchor() -> usize {
 }
 
 /// Counters of one arena.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CodeMemoryStats {
     pub capacity: usize,
     /// Bytes allocated and not yet released (written or executable).

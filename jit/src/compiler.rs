@@ -12,7 +12,7 @@ use cranelift_codegen::{Context, isa};
 use cranelift_frontend::FunctionBuilderContext;
 
 use crate::error::JitError;
-use crate::ir::{self, CallForm, SlotPlan};
+use crate::ir::{self, CallForm, HookKind, HookPlan, Hooks, NS_HOOK, NS_SLOT, SlotPlan};
 use crate::isa::{Arch, IsaBackend};
 use crate::template::{Template, TemplateKey};
 use crate::types::ThunkSig;
@@ -69,11 +69,20 @@ impl Placement {
     }
 }
 
+/// What a direct call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelocTo {
+    /// The target of this promoted slot.
+    Slot(usize),
+    /// A counting hook.
+    Hook(HookKind),
+}
+
 /// A direct-call relocation left for [`CompiledThunk::link`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallReloc {
     pub offset: u32,
-    pub slot: usize,
+    pub to: RelocTo,
     pub addend: i64,
 }
 
@@ -85,6 +94,7 @@ pub struct CompiledThunk {
     code: Vec<u8>,
     relocs: Vec<CallReloc>,
     slots: Vec<SlotPlan>,
+    hooks: Hooks,
     compile_time: Duration,
 }
 
@@ -119,17 +129,29 @@ impl CompiledThunk {
         &self.slots
     }
 
+    /// The counting hooks this thunk calls.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
     /// Time spent producing the code: Cranelift's IR construction and code
     /// generation, or copying and patching a template.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
     }
 
-    /// The same thunk with other code bytes and slots (a template copy).
-    pub(crate) fn with_code_and_slots(&self, code: Vec<u8>, slots: Vec<SlotPlan>) -> Self {
+    /// The same thunk with other code bytes, slots and hooks (a template
+    /// copy).
+    pub(crate) fn with_code_and_slots(
+        &self,
+        code: Vec<u8>,
+        slots: Vec<SlotPlan>,
+        hooks: Hooks,
+    ) -> Self {
         CompiledThunk {
             code,
             slots,
+            hooks,
             ..self.clone()
         }
     }
@@ -139,7 +161,13 @@ impl CompiledThunk {
         let backend = self.arch.backend();
         let mut code = self.code.clone();
         for r in &self.relocs {
-            let target = self.slots[r.slot].target;
+            let target = match r.to {
+                RelocTo::Slot(k) => self.slots[k].target,
+                RelocTo::Hook(kind) => self
+                    .hooks
+                    .get(kind)
+                    .ok_or_else(|| JitError::UnexpectedReloc(format!("no {kind:?} hook")))?,
+            };
             backend.patch_direct_call(&mut code, r.offset, place, target, r.addend)?;
         }
         Ok(code)
@@ -257,6 +285,19 @@ impl ThunkCompiler {
         targets: &[u64],
         placement: Placement,
     ) -> Result<CompiledThunk, JitError> {
+        self.compile_with_hooks(sig, targets, &Hooks::NONE, placement)
+    }
+
+    /// [`Self::compile`] for a thunk that also calls counting `hooks` (see
+    /// [`crate::ir`]). A hook gets a direct call when it is in reach of the
+    /// whole placement, like a slot.
+    pub fn compile_with_hooks(
+        &mut self,
+        sig: &ThunkSig,
+        targets: &[u64],
+        hooks: &Hooks,
+        placement: Placement,
+    ) -> Result<CompiledThunk, JitError> {
         Self::check_targets(targets)?;
         let reach = self.backend.direct_call_reach();
         let slots: Vec<SlotPlan> = targets
@@ -271,10 +312,28 @@ impl ThunkCompiler {
                 tail: false,
             })
             .collect();
-        if self.options.templates && self.backend.arch() == Arch::X86_64 {
-            return self.compile_from_template(sig, &slots);
+        let plan_hook = |address: Option<u64>| {
+            address.map(|address| HookPlan {
+                address,
+                form: if placement.reaches(address, reach) {
+                    CallForm::Direct
+                } else {
+                    CallForm::Absolute
+                },
+            })
+        };
+        let hook_plans = (plan_hook(hooks.entry), plan_hook(hooks.miss));
+        let absolute_hook = [hook_plans.0, hook_plans.1]
+            .iter()
+            .flatten()
+            .any(|h| h.form == CallForm::Absolute);
+        // Templates patch slot and cookie constants only; a hook's absolute
+        // address would be one more constant, and hooks are near the host
+        // text anyway: such thunks are compiled every time.
+        if self.options.templates && self.backend.arch() == Arch::X86_64 && !absolute_hook {
+            return self.compile_from_template(sig, &slots, hooks, hook_plans);
         }
-        self.compile_fresh(sig, slots)
+        self.compile_fresh(sig, slots, hooks, hook_plans)
     }
 
     /// Compiles with Cranelift, every time.
@@ -282,10 +341,14 @@ impl ThunkCompiler {
         &mut self,
         sig: &ThunkSig,
         slots: Vec<SlotPlan>,
+        hooks: &Hooks,
+        hook_plans: (Option<HookPlan>, Option<HookPlan>),
     ) -> Result<CompiledThunk, JitError> {
         let mut slots = slots;
         let start = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| self.compile_inner(sig, &slots)));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.compile_inner(sig, &slots, hooks.cookie, hook_plans)
+        }));
         let RawCode {
             mut code,
             mut relocs,
@@ -313,6 +376,7 @@ impl ThunkCompiler {
             code,
             relocs,
             slots,
+            hooks: *hooks,
             compile_time: start.elapsed(),
         })
     }
@@ -323,26 +387,33 @@ impl ThunkCompiler {
         &mut self,
         sig: &ThunkSig,
         slots: &[SlotPlan],
+        hooks: &Hooks,
+        hook_plans: (Option<HookPlan>, Option<HookPlan>),
     ) -> Result<CompiledThunk, JitError> {
         let start = Instant::now();
-        let key = TemplateKey::new(sig, slots, self.options.tail_jumps);
+        let key = TemplateKey::new(sig, slots, hooks, self.options.tail_jumps);
         if !self.templates.contains_key(&key) {
-            let compiled = self.compile_fresh(sig, key.placeholder_slots())?;
+            let compiled = self.compile_fresh(
+                sig,
+                key.placeholder_slots(),
+                &key.placeholder_hooks(hooks),
+                hook_plans,
+            )?;
             let Some(template) = Template::new(&key, compiled) else {
                 // Placeholders not found as plain constants: no template for
                 // this shape; compile it every time.
-                return self.compile_fresh(sig, slots.to_vec());
+                return self.compile_fresh(sig, slots.to_vec(), hooks, hook_plans);
             };
             if self.templates.len() >= MAX_TEMPLATES {
                 self.templates.clear();
             }
             self.templates.insert(key.clone(), template);
         }
-        let mut thunk = self.templates[&key].instantiate(slots);
+        let mut thunk = self.templates[&key].instantiate(slots, hooks);
         thunk.compile_time = start.elapsed();
         #[cfg(debug_assertions)]
         {
-            let fresh = self.compile_fresh(sig, slots.to_vec())?;
+            let fresh = self.compile_fresh(sig, slots.to_vec(), hooks, hook_plans)?;
             assert_eq!(
                 (thunk.unlinked_code(), thunk.relocs(), thunk.slots()),
                 (fresh.unlinked_code(), fresh.relocs(), fresh.slots()),
@@ -357,7 +428,13 @@ impl ThunkCompiler {
         self.templates.len()
     }
 
-    fn compile_inner(&mut self, sig: &ThunkSig, slots: &[SlotPlan]) -> Result<RawCode, JitError> {
+    fn compile_inner(
+        &mut self,
+        sig: &ThunkSig,
+        slots: &[SlotPlan],
+        cookie: u64,
+        hook_plans: (Option<HookPlan>, Option<HookPlan>),
+    ) -> Result<RawCode, JitError> {
         self.ctx.clear();
         #[cfg(test)]
         if std::mem::take(&mut self.inject_panic) {
@@ -369,6 +446,7 @@ impl ThunkCompiler {
             sig,
             self.isa.frontend_config(),
             slots,
+            (cookie, hook_plans.0, hook_plans.1),
         );
         let names = self.ctx.func.params.user_named_funcs().clone();
         let compiled = self
@@ -379,21 +457,26 @@ impl ThunkCompiler {
         let bb_starts = compiled.bb_starts.clone();
         let mut relocs = Vec::new();
         for r in compiled.buffer.relocs() {
-            let slot = match &r.target {
+            let to = match &r.target {
                 FinalizedRelocTarget::ExternalName(ExternalName::User(name)) => {
                     let UserExternalName { namespace, index } = names[*name].clone();
-                    (namespace == 0 && (index as usize) < slots.len()).then_some(index as usize)
+                    match (namespace, index) {
+                        (NS_SLOT, k) if (k as usize) < slots.len() => {
+                            Some(RelocTo::Slot(k as usize))
+                        }
+                        (NS_HOOK, 0) => Some(RelocTo::Hook(HookKind::Entry)),
+                        (NS_HOOK, 1) => Some(RelocTo::Hook(HookKind::Miss)),
+                        _ => None,
+                    }
                 }
                 _ => None,
             };
-            match slot {
-                Some(slot) if r.kind == self.backend.direct_call_reloc() => {
-                    relocs.push(CallReloc {
-                        offset: r.offset,
-                        slot,
-                        addend: r.addend,
-                    })
-                }
+            match to {
+                Some(to) if r.kind == self.backend.direct_call_reloc() => relocs.push(CallReloc {
+                    offset: r.offset,
+                    to,
+                    addend: r.addend,
+                }),
                 _ => {
                     return Err(JitError::UnexpectedReloc(format!(
                         "{} at {} to {:?}",
@@ -405,12 +488,27 @@ impl ThunkCompiler {
         // Every direct slot must have produced exactly one relocation, or the
         // thunk would call a zero displacement.
         for (i, s) in slots.iter().enumerate() {
-            let n = relocs.iter().filter(|r| r.slot == i).count();
+            let n = relocs.iter().filter(|r| r.to == RelocTo::Slot(i)).count();
             let want = usize::from(s.form == CallForm::Direct);
             if n != want {
                 return Err(JitError::UnexpectedReloc(format!(
                     "slot {i} ({:?}) has {n} call relocations",
                     s.form
+                )));
+            }
+        }
+        for (kind, plan) in [
+            (HookKind::Entry, hook_plans.0),
+            (HookKind::Miss, hook_plans.1),
+        ] {
+            let n = relocs
+                .iter()
+                .filter(|r| r.to == RelocTo::Hook(kind))
+                .count();
+            let want = usize::from(plan.is_some_and(|h| h.form == CallForm::Direct));
+            if n != want {
+                return Err(JitError::UnexpectedReloc(format!(
+                    "{kind:?} hook has {n} call relocations"
                 )));
             }
         }
@@ -442,13 +540,16 @@ impl ThunkCompiler {
             return;
         }
         for r in relocs.iter_mut() {
+            let RelocTo::Slot(slot) = r.to else {
+                continue; // hooks return into the thunk
+            };
             let (lo, hi) = self.backend.tail_jump_window(r.offset);
             if bb_starts.iter().any(|&b| b > lo && b < hi) {
                 continue;
             }
             if let Some(new) = self.backend.rewrite_call_as_tail_jump(code, r.offset) {
                 r.offset = new;
-                slots[r.slot].tail = true;
+                slots[slot].tail = true;
             }
         }
     }

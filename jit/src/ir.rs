@@ -17,6 +17,13 @@
 //! fall-through: slot 0's hit path is a straight line with no taken branch
 //! (FACTS.md: 1.73 ns against 2.31 ns for a taken `je`).
 //!
+//! A thunk may also *count*: call a hook with `(cookie, target)` on entry
+//! (every call) or at the start of the miss path (misses only). Hooks use
+//! Cranelift's `preserve_all` convention, whose call sites clobber nothing,
+//! so a hook call neither spills the thunk's arguments nor adds saved
+//! registers to the prologue: the hit paths of a miss-counting thunk are
+//! byte for byte those of a thunk that does not count.
+//!
 //! The calls are not tail calls in the IR: `return_call` requires the
 //! `tail` calling convention on both sides, and the targets are ordinary C
 //! functions. The compiler turns direct hits into jumps after code
@@ -35,7 +42,8 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use crate::types::{ThunkSig, ValType};
 
 /// How a promoted slot calls its target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CallForm {
     /// A true direct call: `call rel32` (x86-64) or `bl` (aarch64).
     Direct,
@@ -64,6 +72,58 @@ pub struct SlotPlan {
     /// Set after code generation, where the pattern allows it.
     pub tail: bool,
 }
+
+/// Which counting hook a call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    /// Called on entry, for every call.
+    Entry,
+    /// Called at the start of the miss path.
+    Miss,
+}
+
+/// The counting hooks a thunk calls, with the cookie it passes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Hooks {
+    /// The first argument of every hook call (identifies the site).
+    pub cookie: u64,
+    /// Address of the entry hook, if the thunk counts every call.
+    pub entry: Option<u64>,
+    /// Address of the miss hook, if the thunk counts misses.
+    pub miss: Option<u64>,
+}
+
+impl Hooks {
+    /// No counting.
+    pub const NONE: Hooks = Hooks {
+        cookie: 0,
+        entry: None,
+        miss: None,
+    };
+
+    /// The hook of `kind`, if any.
+    pub fn get(&self, kind: HookKind) -> Option<u64> {
+        match kind {
+            HookKind::Entry => self.entry,
+            HookKind::Miss => self.miss,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.entry.is_none() && self.miss.is_none()
+    }
+}
+
+/// A hook call as planned: where it goes and how it is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct HookPlan {
+    pub address: u64,
+    pub form: CallForm,
+}
+
+/// The user external name namespaces of the thunk's direct calls.
+pub(crate) const NS_SLOT: u32 = 0;
+pub(crate) const NS_HOOK: u32 = 2;
 
 /// The Cranelift parameter for one value type, with the extension the C ABI
 /// expects of callers (see [`ValType`]).
@@ -95,18 +155,22 @@ pub(crate) fn thunk_signature(sig: &ThunkSig, cc: CallConv) -> Signature {
     s
 }
 
-/// Fills `func` with the thunk for `sig` and `slots` (see the module docs).
+/// Fills `func` with the thunk for `sig` and `slots` (see the module docs),
+/// calling the planned hooks with `cookie`.
 ///
-/// Direct slots call a user external name `(0, slot index)`; the compiler
-/// turns the resulting relocations into displacements once the code's
-/// address is known.
+/// Direct slots call a user external name `(NS_SLOT, slot index)`, direct
+/// hooks `(NS_HOOK, 0 for entry / 1 for miss)`; the compiler turns the
+/// resulting relocations into displacements once the code's address is
+/// known.
 pub(crate) fn build_thunk(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
     sig: &ThunkSig,
     frontend: TargetFrontendConfig,
     slots: &[SlotPlan],
+    hooks: (u64, Option<HookPlan>, Option<HookPlan>),
 ) {
+    let (cookie, entry_hook, miss_hook) = hooks;
     let cc = frontend.default_call_conv;
     func.signature = thunk_signature(sig, cc);
     func.name = UserFuncName::user(1, slots.len() as u32);
@@ -118,6 +182,36 @@ pub(crate) fn build_thunk(
     b.switch_to_block(entry);
     let params = b.block_params(entry).to_vec();
     let (target, args) = (params[0], &params[1..]);
+    let hook_sig = {
+        let mut hs = Signature::new(CallConv::PreserveAll);
+        hs.params
+            .extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
+        b.import_signature(hs)
+    };
+    let call_hook = |b: &mut FunctionBuilder<'_>, index: u32, hook: HookPlan| {
+        let cookie = b.ins().iconst(types::I64, cookie as i64);
+        match hook.form {
+            CallForm::Direct => {
+                let name = b
+                    .func
+                    .declare_imported_user_function(UserExternalName::new(NS_HOOK, index));
+                let callee = b.import_function(ExtFuncData {
+                    name: ExternalName::user(name),
+                    signature: hook_sig,
+                    colocated: true,
+                    patchable: false,
+                });
+                b.ins().call(callee, &[cookie, target]);
+            }
+            CallForm::Absolute => {
+                let addr = b.ins().iconst(types::I64, hook.address as i64);
+                b.ins().call_indirect(hook_sig, addr, &[cookie, target]);
+            }
+        }
+    };
+    if let Some(hook) = entry_hook {
+        call_hook(&mut b, 0, hook);
+    }
 
     for (index, slot) in slots.iter().enumerate() {
         let hit = b.create_block();
@@ -132,7 +226,7 @@ pub(crate) fn build_thunk(
             CallForm::Direct => {
                 let name = b
                     .func
-                    .declare_imported_user_function(UserExternalName::new(0, index as u32));
+                    .declare_imported_user_function(UserExternalName::new(NS_SLOT, index as u32));
                 let callee = b.import_function(ExtFuncData {
                     name: ExternalName::user(name),
                     signature: target_sig,
@@ -151,6 +245,9 @@ pub(crate) fn build_thunk(
         b.switch_to_block(next);
     }
 
+    if let Some(hook) = miss_hook {
+        call_hook(&mut b, 1, hook);
+    }
     let call = b.ins().call_indirect(target_sig, target, args);
     let results = b.inst_results(call).to_vec();
     b.ins().return_(&results);

@@ -23,8 +23,10 @@ pub mod types;
 pub use code_memory::{
     CodeMemory, CodeMemoryOptions, CodeMemoryStats, ExecutableCode, WritableCode,
 };
-pub use compiler::{CompiledThunk, CompilerOptions, MAX_SLOTS, Placement, ThunkCompiler};
+pub use compiler::{
+    CallReloc, CompiledThunk, CompilerOptions, MAX_SLOTS, Placement, RelocTo, ThunkCompiler,
+};
 pub use error::JitError;
-pub use ir::{CallForm, SlotPlan};
+pub use ir::{CallForm, HookKind, Hooks, SlotPlan};
 pub use isa::{Arch, Branch, IsaBackend};
 pub use types::{MAX_PARAMS, ThunkSig, ValType};

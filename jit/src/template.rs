@@ -23,7 +23,7 @@
 //! always compiled.
 
 use crate::compiler::CompiledThunk;
-use crate::ir::{CallForm, SlotPlan};
+use crate::ir::{CallForm, Hooks, SlotPlan};
 use crate::types::ThunkSig;
 
 /// How an x86-64 constant is encoded, which decides the code's shape.
@@ -60,6 +60,15 @@ impl ConstClass {
     /// A placeholder of this class for slot `k`: distinctive byte patterns
     /// that do not occur in x86-64 thunk code by accident (checked: each
     /// must be found, and debug builds compare with a fresh compile).
+    /// The placeholder of a counting thunk's cookie.
+    fn cookie_placeholder(self) -> u64 {
+        match self {
+            ConstClass::Small => 0x2e5a_71c3,
+            ConstClass::U32 => 0xae5a_71c3,
+            ConstClass::Wide => 0x5d2e_5a71_c3b4_0000,
+        }
+    }
+
     fn placeholder(self, k: usize) -> u64 {
         let k = k as u64 + 1;
         match self {
@@ -75,18 +84,33 @@ impl ConstClass {
 pub(crate) struct TemplateKey {
     sig: ThunkSig,
     shape: Vec<(CallForm, ConstClass)>,
+    /// Entry hook, miss hook, and the cookie's class if either is present.
+    hooks: (bool, bool, Option<ConstClass>),
     tail_jumps: bool,
 }
 
 impl TemplateKey {
-    pub(crate) fn new(sig: &ThunkSig, slots: &[SlotPlan], tail_jumps: bool) -> Self {
+    pub(crate) fn new(sig: &ThunkSig, slots: &[SlotPlan], hooks: &Hooks, tail_jumps: bool) -> Self {
         TemplateKey {
             sig: sig.clone(),
             shape: slots
                 .iter()
                 .map(|s| (s.form, ConstClass::of(s.target)))
                 .collect(),
+            hooks: (
+                hooks.entry.is_some(),
+                hooks.miss.is_some(),
+                (!hooks.is_none()).then(|| ConstClass::of(hooks.cookie)),
+            ),
             tail_jumps,
+        }
+    }
+
+    /// The hooks to compile the template with: the cookie is a placeholder.
+    pub(crate) fn placeholder_hooks(&self, hooks: &Hooks) -> Hooks {
+        Hooks {
+            cookie: self.hooks.2.map_or(0, ConstClass::cookie_placeholder),
+            ..*hooks
         }
     }
 
@@ -104,11 +128,18 @@ impl TemplateKey {
     }
 }
 
+/// Which constant a placeholder stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Constant {
+    Slot(usize),
+    Cookie,
+}
+
 /// A compiled thunk with placeholders and where they are.
 pub(crate) struct Template {
     thunk: CompiledThunk,
-    /// (offset, width, slot) of every placeholder occurrence.
-    sites: Vec<(usize, usize, usize)>,
+    /// (offset, width, constant) of every placeholder occurrence.
+    sites: Vec<(usize, usize, Constant)>,
 }
 
 impl Template {
@@ -118,13 +149,23 @@ impl Template {
     pub(crate) fn new(key: &TemplateKey, thunk: CompiledThunk) -> Option<Self> {
         let code = thunk.unlinked_code();
         let mut sites = Vec::new();
-        for (k, &(_, class)) in key.shape.iter().enumerate() {
+        let constants = key
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(k, &(_, class))| (Constant::Slot(k), class.placeholder(k), class))
+            .chain(
+                key.hooks
+                    .2
+                    .map(|class| (Constant::Cookie, class.cookie_placeholder(), class)),
+            );
+        for (constant, value, class) in constants {
             let width = class.width();
-            let needle = &class.placeholder(k).to_le_bytes()[..width];
+            let needle = &value.to_le_bytes()[..width];
             let before = sites.len();
             for off in 0..code.len().saturating_sub(width - 1) {
                 if &code[off..off + width] == needle {
-                    sites.push((off, width, k));
+                    sites.push((off, width, constant));
                 }
             }
             if sites.len() == before {
@@ -139,17 +180,21 @@ impl Template {
         (!overlaps).then_some(Template { thunk, sites })
     }
 
-    /// A thunk for `slots` (of this template's shape).
-    pub(crate) fn instantiate(&self, slots: &[SlotPlan]) -> CompiledThunk {
+    /// A thunk for `slots` and `hooks` (of this template's shape).
+    pub(crate) fn instantiate(&self, slots: &[SlotPlan], hooks: &Hooks) -> CompiledThunk {
         let mut code = self.thunk.unlinked_code().to_vec();
-        for &(off, width, k) in &self.sites {
-            code[off..off + width].copy_from_slice(&slots[k].target.to_le_bytes()[..width]);
+        for &(off, width, constant) in &self.sites {
+            let value = match constant {
+                Constant::Slot(k) => slots[k].target,
+                Constant::Cookie => hooks.cookie,
+            };
+            code[off..off + width].copy_from_slice(&value.to_le_bytes()[..width]);
         }
         let slots: Vec<SlotPlan> = slots
             .iter()
             .zip(self.thunk.slots())
             .map(|(s, t)| SlotPlan { tail: t.tail, ..*s })
             .collect();
-        self.thunk.with_code_and_slots(code, slots)
+        self.thunk.with_code_and_slots(code, slots, *hooks)
     }
 }

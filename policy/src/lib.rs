@@ -1,17 +1,31 @@
 //! `hotcall-policy`: deciding what a dispatch site should promote.
 //!
-//! This crate's role: take what sites observed (per-thread counters of
-//! promoted-slot hits, first-come-first-served miss candidates and a
-//! catch-all miss count), aggregate it off the call path, and decide for
-//! each site whether to promote targets (which, in which order), demote it
-//! to a plain indirect call, or leave it alone; and schedule those
-//! decisions (a background thread or a synchronous `tick`).
+//! * [`counters`]: per-thread counters that generated code feeds through
+//!   two hooks, aggregated off the call path;
+//! * [`Counts`]: a site's counts, summed over threads;
+//! * [`policy`]: the [`Policy`] trait and the policies `Adaptive` (the
+//!   default), `Seed` (the 2019 RFC), `Fixed` and `Off`;
+//! * [`Learner`]: one site's loop of snapshot, decision and install;
+//! * [`Scheduler`]: when sites learn (a background thread or `tick()`).
 //!
-//! It deliberately does not depend on Cranelift or on executable memory:
-//! decisions are plain data (target addresses in slot order, or "bypass"),
-//! and the `hotcall` crate turns them into thunks with `hotcall-jit`. That
-//! keeps the policies deterministic and testable without generating code.
-//!
-//! The counters and the policies themselves (`Seed`, `Adaptive`, `Fixed`,
-//! `Off`) are the subject of the learning issue; until it lands, sites are
-//! promoted by hand with `hotcall::Site::promote`.
+//! Nothing here generates code: a decision is a [`Plan`] (target addresses
+//! in slot order, and how much to count), and the `hotcall` crate turns it
+//! into a thunk. That keeps the policies deterministic and testable on
+//! their own.
+
+pub mod counters;
+mod counts;
+mod learner;
+mod plan;
+pub mod policy;
+mod scheduler;
+
+pub use counters::{CounterConfig, MAX_CANDIDATES, Replacement, SiteCookie, SiteCounters};
+pub use counts::{Counts, TargetCount};
+pub use learner::{Installer, Learner, Step};
+pub use plan::{Counting, MAX_SLOTS, Plan};
+pub use policy::{
+    Adaptive, AdaptiveConfig, CostModel, Decision, Fixed, Observation, Off, Policy, PolicyConfig,
+    PolicyState, Seed, SeedConfig,
+};
+pub use scheduler::{Learning, ScheduleConfig, Scheduler, SchedulerStats, TickReport};

@@ -18,7 +18,7 @@ mod rng;
 mod targets;
 mod zipf;
 
-use crate::{Engine, Site};
+use crate::{Engine, PolicyConfig, Site, SiteOptions};
 
 pub use rng::SplitMix64;
 pub use targets::{Callback, POOL, POOL_SIZE};
@@ -260,14 +260,19 @@ impl Workload {
     }
 
     /// One hotcall site per workload site, each promoted once with its
-    /// [`hot_targets`](Self::hot_targets) (left a plain indirect call where
-    /// there are none): the `jit-fixed` strategy of `hotcall bench`.
+    /// [`hot_targets`](Self::hot_targets) (policy `Fixed`), or left a plain
+    /// indirect call where there are none (policy `Off`): nothing is learned.
+    /// The `jit-fixed` strategy of `hotcall bench`.
     pub fn promoted_sites(&self, engine: &Engine) -> Result<Vec<Site<Callback>>, String> {
         (0..self.site_count())
             .map(|i| {
-                let site = engine.named_site::<Callback>(format!("{}#{i}", self.name()));
+                let options = SiteOptions::new()
+                    .name(format!("{}#{i}", self.name()))
+                    .policy(PolicyConfig::Off);
+                let site = engine.site_with::<Callback>(options);
                 let hot = self.hot_targets(SiteIndex(i as u32));
                 if !hot.is_empty() {
+                    // Promoting by hand makes the policy Fixed.
                     site.promote(&hot)
                         .map_err(|e| format!("promoting site {i} of {}: {e}", self.name()))?;
                 }

@@ -18,9 +18,11 @@ pub mod aarch64;
 pub mod x86_64;
 
 /// An instruction set hotcall can generate code for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Arch {
+    #[serde(rename = "x86_64")]
     X86_64,
+    #[serde(rename = "aarch64")]
     Aarch64,
 }
 

@@ -42,6 +42,23 @@ pub struct Elapsed {
     pub wall: Duration,
 }
 
+impl std::ops::AddAssign for Elapsed {
+    fn add_assign(&mut self, other: Elapsed) {
+        self.cpu += other.cpu;
+        self.wall += other.wall;
+    }
+}
+
+impl Elapsed {
+    /// `self - other`, clamped at zero.
+    pub fn minus(self, other: Elapsed) -> Elapsed {
+        Elapsed {
+            cpu: self.cpu.saturating_sub(other.cpu),
+            wall: self.wall.saturating_sub(other.wall),
+        }
+    }
+}
+
 impl Stopwatch {
     pub fn start() -> Self {
         Stopwatch {

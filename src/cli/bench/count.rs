@@ -172,7 +172,7 @@ pub fn child(workload: WorkloadKind, strategy: &str, seed: u64, plan: CountPlan)
     let run_thread = |t: usize| {
         let mut x = CHAIN_START;
         for _ in 0..plan.warmup_passes {
-            x = super::timing::run_pass(cell, w.stream(t), x);
+            x = super::timing::run_pass(cell, w.stream(t), x).0;
         }
         let mut y = CHAIN_START;
         for _ in 0..plan.passes {

@@ -172,6 +172,9 @@ pub struct CellResult {
     pub wrong_samples: usize,
     /// What the strategy built for this workload.
     pub detail: String,
+    /// A learning strategy's time in learning rounds per call (median, by
+    /// `config.clock`), not included in `ns_per_call`; null for others.
+    pub learning_ns_per_call: Option<f64>,
     /// Raw samples of `ns_per_call`, in round order.
     pub raw_ns_per_call: Vec<f64>,
 }
@@ -217,10 +220,15 @@ impl CellResult {
         clock: Clock,
         confidence: f64,
     ) -> Self {
-        let raw = match clock {
-            Clock::Cpu => &samples.cpu_ns_per_call,
-            Clock::Wall => &samples.wall_ns_per_call,
+        let (raw, learning) = match clock {
+            Clock::Cpu => (&samples.cpu_ns_per_call, &samples.learning_cpu_ns_per_call),
+            Clock::Wall => (
+                &samples.wall_ns_per_call,
+                &samples.learning_wall_ns_per_call,
+            ),
         };
+        let mut learning = learning.clone();
+        learning.sort_by(f64::total_cmp);
         CellResult {
             workload,
             strategy,
@@ -238,6 +246,7 @@ impl CellResult {
             correct: samples.wrong == 0,
             wrong_samples: samples.wrong,
             detail,
+            learning_ns_per_call: (!learning.is_empty()).then(|| stats::median(&learning)),
             raw_ns_per_call: raw.clone(),
         }
     }

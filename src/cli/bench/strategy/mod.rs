@@ -8,7 +8,9 @@
 use hotcall::workload::{Call, Workload};
 
 mod indirect;
+mod jit;
 mod jit_fixed;
+mod sites;
 
 /// How callers reach a strategy's dispatch code (part of the output
 /// contract).
@@ -42,9 +44,15 @@ pub trait Cell: Sync {
     /// The harness passes chunks of [`CHUNK_LEN`] calls or fewer.
     fn run(&self, calls: &[Call], x: u64) -> u64;
 
-    /// Runs after each chunk, outside the counted region of `--count`:
-    /// where a learning strategy would take its learning step.
+    /// Runs after each chunk, outside the counted region of `--count` and,
+    /// for a cell that [`learns`](Cell::learns), outside the timed one:
+    /// where a learning strategy takes its learning step.
     fn between_chunks(&self) {}
+
+    /// Whether `between_chunks` does work worth timing on its own.
+    fn learns(&self) -> bool {
+        false
+    }
 
     /// What was built, for the report (slots, forms, fallbacks).
     fn detail(&self) -> String;
@@ -100,8 +108,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
     StrategyDef {
         name: "jit",
         entry: Entry::Pointer,
-        description: "a site that learns its hot targets with the default policy",
-        build: Build::Missing("not built yet (learning, Engine::tick, is issue 3)"),
+        description: "a site per workload site, learning with the default policy; one Engine::tick every 4,096 calls",
+        build: Build::Ready(jit::build),
     },
     StrategyDef {
         name: "patch",

@@ -1,0 +1,321 @@
+//! The default policy: promote what dominates, bypass what is megamorphic,
+//! notice phase changes quickly, and never flap.
+//!
+//! ```text
+//!            enough calls counted                 misses surge, or a
+//!  Profiling ───────────────────────> Promoted ─── periodic check ───> Profiling
+//!   (count all)  hot set found      (count misses)
+//!      │
+//!      │ no hot set (megamorphic)                 back-off expires
+//!      ╰───────────────────────────> Bypass ───────────────────────> Profiling
+//!                                   (no thunk, nothing counted)
+//! ```
+//!
+//! **Choosing the hot set.** Targets are ranked by their calls over the
+//! profile. A target is promoted (up to `max_slots`, in frequency order, so
+//! the most frequent target is the straight-line slot 0) if it has at least
+//! `min_share` of all calls. LLVM's indirect-call promotion additionally
+//! asks each target for 30% of the calls *remaining* after the slots before
+//! it; that rule exists to bound inlined code growth, which hotcall does
+//! not have (a slot is one compare and one jump), and it would cut a Zipf
+//! site over 8 targets down to a single slot covering 37% of its calls.
+//! 5% is LLVM's floor on a target's total share: below it, the compare that
+//! every later slot and every miss pays costs more than the rare hit saves.
+//!
+//! **Megamorphic sites.** If the hot set covers less than `min_coverage` of
+//! all calls, most calls would run the whole compare chain and then an
+//! indirect call anyway, which costs more than a plain indirect call (a
+//! miss costs about 3x one on this project's machine): the site is demoted
+//! to a *bypass* (no thunk, no counting, exactly a plain indirect call) and
+//! re-probed after `bypass_backoff` ticks, doubling on every probe that
+//! finds it still megamorphic, up to `bypass_backoff_max`. With the
+//! defaults (16 ticks, doubling) a uniform site compiles three thunks in its
+//! first 100 ticks: the first probe, and re-probes at ticks 17 and 50.
+//!
+//! **No flapping.** A new hot set replaces the installed one only if its
+//! expected cost per call under [`CostModel`] is lower by more than
+//! `hysteresis` (10%): two near-equal targets trading places leave the site
+//! alone.
+//!
+//! **Phase changes.** A promoted site counts only its misses, exactly. When
+//! the misses of one tick exceed `surge_factor` times what the last profile
+//! predicted (and at least `min_samples`), the site goes back to profiling
+//! for one tick and then installs the new hot set: a new hot set is promoted
+//! within two ticks. A promoted site is also re-profiled every
+//! `reprofile_every` ticks (doubling while nothing changes), which catches
+//! shifts among the promoted targets that misses cannot show.
+
+use crate::counts::Counts;
+use crate::plan::{Counting, MAX_SLOTS, Plan};
+
+use super::{Decision, Observation, Policy, PolicyState, ranked_targets};
+
+/// Relative costs of a thunk's paths, in units of a well-predicted plain
+/// indirect call. Used only to compare two hot sets (hysteresis), so only
+/// the ratios matter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostModel {
+    /// A hit on slot `k`.
+    pub hit: [f64; MAX_SLOTS],
+    /// A miss through a thunk with no slots; each slot adds `per_slot`.
+    pub miss: f64,
+    /// What each compare adds to a miss.
+    pub per_slot: f64,
+}
+
+impl Default for CostModel {
+    /// Measured on this project's machine (`cargo bench --bench dispatch`):
+    /// slot 0 hit 1.23x, slot 1 1.71x, miss after two slots 2.98x a plain
+    /// indirect call; later slots extrapolated by the same step.
+    fn default() -> Self {
+        let mut hit = [0.0; MAX_SLOTS];
+        for (k, h) in hit.iter_mut().enumerate() {
+            *h = 1.25 + 0.45 * k as f64;
+        }
+        CostModel {
+            hit,
+            miss: 2.1,
+            per_slot: 0.45,
+        }
+    }
+}
+
+impl CostModel {
+    /// Expected cost per call of promoting `targets` (in that order) given
+    /// each target's calls in `ranked` and `total` calls.
+    pub fn expected(&self, targets: &[u64], ranked: &[(u64, u64)], total: u64) -> f64 {
+        if total == 0 {
+            return 0.0;
+        }
+        let total = total as f64;
+        let mut covered = 0.0;
+        let mut cost = 0.0;
+        for (k, t) in targets.iter().enumerate() {
+            let calls = ranked.iter().find(|r| r.0 == *t).map_or(0, |r| r.1) as f64;
+            let share = calls / total;
+            covered += share;
+            cost += share * self.hit[k.min(MAX_SLOTS - 1)];
+        }
+        let miss = self.miss + self.per_slot * targets.len() as f64;
+        cost + (1.0 - covered).max(0.0) * miss
+    }
+}
+
+/// [`Adaptive`]'s settings; `Default` gives the documented defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptiveConfig {
+    /// Most targets promoted (default 4, at most 8).
+    pub max_slots: usize,
+    /// A target is promoted only with at least this share of all calls (5%).
+    pub min_share: f64,
+    /// A hot set covering less than this share of calls is megamorphic:
+    /// bypass (50%).
+    pub min_coverage: f64,
+    /// Calls a profile needs before it decides; a tick's misses must reach
+    /// it to count as a surge (1000).
+    pub min_samples: u64,
+    /// A new hot set must be this much cheaper (relative) to replace the
+    /// installed one (0.10).
+    pub hysteresis: f64,
+    /// Misses per tick above this factor times the expected ones trigger a
+    /// profile (2.0).
+    pub surge_factor: f64,
+    /// Ticks between check profiles of a promoted site (64), doubled after
+    /// every check that changes nothing, up to `reprofile_max` (4096).
+    pub reprofile_every: u64,
+    pub reprofile_max: u64,
+    /// Ticks in bypass before the first re-probe (16), doubled after every
+    /// probe that finds the site still megamorphic, up to
+    /// `bypass_backoff_max` (1024).
+    pub bypass_backoff: u64,
+    pub bypass_backoff_max: u64,
+    pub costs: CostModel,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            max_slots: 4,
+            min_share: 0.05,
+            min_coverage: 0.5,
+            min_samples: 1000,
+            hysteresis: 0.10,
+            surge_factor: 2.0,
+            reprofile_every: 64,
+            reprofile_max: 4096,
+            bypass_backoff: 16,
+            bypass_backoff_max: 1024,
+            costs: CostModel::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum State {
+    Profiling,
+    Promoted { next_check: u64 },
+    Bypass { reprobe_at: u64 },
+}
+
+/// The default policy (see the module docs).
+#[derive(Debug)]
+pub struct Adaptive {
+    config: AdaptiveConfig,
+    state: State,
+    /// Ticks of the next bypass.
+    backoff: u64,
+    /// Ticks until the next check profile of a promoted site.
+    check_every: u64,
+    /// Misses per tick the last profile predicts for the installed set.
+    expected_misses: f64,
+}
+
+impl Adaptive {
+    pub fn new(mut config: AdaptiveConfig) -> Self {
+        config.max_slots = config.max_slots.clamp(1, MAX_SLOTS);
+        Adaptive {
+            backoff: config.bypass_backoff.max(1),
+            check_every: config.reprofile_every.max(1),
+            expected_misses: 0.0,
+            state: State::Profiling,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &AdaptiveConfig {
+        &self.config
+    }
+
+    /// The hot set of a profile, or `None` if the site is megamorphic.
+    fn hot_set(&self, ranked: &[(u64, u64)], total: u64) -> Option<Vec<u64>> {
+        let floor = self.config.min_share * total as f64;
+        let hot: Vec<(u64, u64)> = ranked
+            .iter()
+            .take(self.config.max_slots)
+            .take_while(|&&(_, n)| n as f64 >= floor)
+            .copied()
+            .collect();
+        let covered: u64 = hot.iter().map(|&(_, n)| n).sum();
+        let enough = !hot.is_empty() && covered as f64 >= self.config.min_coverage * total as f64;
+        enough.then(|| hot.into_iter().map(|(t, _)| t).collect())
+    }
+
+    fn bypass(&mut self, tick: u64) -> Decision {
+        let reprobe_at = tick + self.backoff;
+        self.backoff = (self.backoff * 2).min(self.config.bypass_backoff_max.max(1));
+        self.state = State::Bypass { reprobe_at };
+        Decision::Install(Plan::bypass())
+    }
+
+    /// A finished profile: promote, keep, or bypass.
+    fn conclude(&mut self, obs: &Observation<'_>, counts: &Counts) -> Decision {
+        let total = counts.calls;
+        let ranked = ranked_targets(obs.installed, counts);
+        let Some(mut targets) = self.hot_set(&ranked, total) else {
+            return self.bypass(obs.tick);
+        };
+        let installed = &obs.installed.targets;
+        let unchanged = if !installed.is_empty() && *installed != targets {
+            let costs = &self.config.costs;
+            let now = costs.expected(installed, &ranked, total);
+            let new = costs.expected(&targets, &ranked, total);
+            let keep = new > now * (1.0 - self.config.hysteresis)
+                && self.hot_set_covers(installed, &ranked, total);
+            if keep {
+                targets = installed.clone();
+            }
+            keep
+        } else {
+            *installed == targets
+        };
+        // A check that changed nothing: check half as often next time.
+        self.check_every = if unchanged {
+            (self.check_every * 2).min(self.config.reprofile_max.max(1))
+        } else {
+            self.config.reprofile_every.max(1)
+        };
+        self.backoff = self.config.bypass_backoff.max(1);
+        let covered: u64 = targets
+            .iter()
+            .map(|t| ranked.iter().find(|r| r.0 == *t).map_or(0, |r| r.1))
+            .sum();
+        let per_tick = total as f64 / obs.ticks_installed.max(1) as f64;
+        self.expected_misses = per_tick * (1.0 - covered as f64 / total.max(1) as f64);
+        self.state = State::Promoted {
+            next_check: obs.tick + self.check_every,
+        };
+        Decision::Install(Plan::new(targets, Counting::Misses))
+    }
+
+    /// Whether an installed set still meets the coverage floor.
+    fn hot_set_covers(&self, targets: &[u64], ranked: &[(u64, u64)], total: u64) -> bool {
+        let covered: u64 = targets
+            .iter()
+            .map(|t| ranked.iter().find(|r| r.0 == *t).map_or(0, |r| r.1))
+            .sum();
+        covered as f64 >= self.config.min_coverage * total as f64
+    }
+
+    fn profile(&mut self, obs: &Observation<'_>) -> Decision {
+        self.state = State::Profiling;
+        Decision::Install(Plan::new(obs.installed.targets.clone(), Counting::All))
+    }
+}
+
+impl Policy for Adaptive {
+    fn name(&self) -> &'static str {
+        "adaptive"
+    }
+
+    fn initial_plan(&mut self, _tick: u64) -> Plan {
+        self.state = State::Profiling;
+        Plan::probe()
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Decision {
+        match self.state {
+            State::Profiling => {
+                if obs.installed.counting != Counting::All {
+                    // Installed from outside (say, by hand): profile it.
+                    return self.profile(obs);
+                }
+                if obs.epoch.calls < self.config.min_samples {
+                    return Decision::Keep;
+                }
+                let counts = obs.epoch.clone();
+                self.conclude(obs, &counts)
+            }
+            State::Promoted { next_check } => {
+                let misses = obs.window.misses as f64;
+                let surge = obs.window.misses >= self.config.min_samples
+                    && misses > self.config.surge_factor * self.expected_misses;
+                if surge || obs.tick >= next_check {
+                    self.profile(obs)
+                } else {
+                    Decision::Keep
+                }
+            }
+            State::Bypass { reprobe_at } => {
+                if obs.tick >= reprobe_at {
+                    self.state = State::Profiling;
+                    Decision::Install(Plan::probe())
+                } else {
+                    Decision::Keep
+                }
+            }
+        }
+    }
+
+    fn install_failed(&mut self, tick: u64) {
+        // The site is a plain indirect call now; try again after a back-off.
+        let _ = self.bypass(tick);
+    }
+
+    fn state(&self) -> PolicyState {
+        match self.state {
+            State::Profiling => PolicyState::Profiling,
+            State::Promoted { .. } => PolicyState::Promoted,
+            State::Bypass { reprobe_at } => PolicyState::Bypass { reprobe_at },
+        }
+    }
+}
