@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use hotcall_jit::{
-    Arch, CodeMemory, CodeMemoryOptions, CodeMemoryStats, CompilerOptions, ExecutableCode, Hooks,
-    JitError, SlotPlan, ThunkCompiler, ThunkSig,
+    Arch, ArgLoc, CodeMemory, CodeMemoryOptions, CodeMemoryStats, CompilerOptions, ExecutableCode,
+    GPRS, HOOK_STUB_MAX, Hooks, JitError, SlotPlan, ThunkCompiler, ThunkSig, miss_hook_target,
 };
 use hotcall_policy::{PolicyConfig, ScheduleConfig, Scheduler, SchedulerStats, TickReport};
 use serde::Serialize;
@@ -139,6 +139,15 @@ impl fmt::Display for EngineStats {
     }
 }
 
+/// A site's counting-hook stubs in code memory.
+pub(crate) struct HookStubs {
+    pub entry: u64,
+    pub miss: u64,
+    /// Miss stubs by register number (0: none).
+    pub miss_tail: [u64; GPRS],
+    pub code: ExecutableCode,
+}
+
 /// A thunk installed for a site.
 pub(crate) struct Installed {
     pub code: ExecutableCode,
@@ -191,22 +200,89 @@ impl EngineShared {
     /// The caller must have unpublished `old` (no site entry points at it
     /// any more) before calling this.
     pub(crate) fn retire(&self, old: Installed) {
+        self.retire_code(old.code);
+    }
+
+    /// Frees `code` once no thread can be inside it.
+    ///
+    /// The caller must have made `code` unreachable for new callers (no
+    /// published entry leads to it any more) before calling this.
+    pub(crate) fn retire_code(&self, code: ExecutableCode) {
         let Ok(cg) = &self.codegen else {
             return;
         };
         let memory = Arc::clone(&cg.memory);
-        let code = old.code;
         let guard = crossbeam_epoch::pin();
         guard.defer(move || {
-            // SAFETY: the entry was unpublished before `retire` (caller's
-            // contract), and crossbeam runs this only after every thread
-            // pinned at that time has unpinned. Callers stay pinned for
-            // their whole call through a site (`Site::call` borrows their
-            // `Pinned`), returns from targets included, so no thread is
-            // inside this code or can enter it.
+            // SAFETY: the code was made unreachable before `retire_code`
+            // (caller's contract), and crossbeam runs this only after every
+            // thread pinned at that time has unpinned. Callers stay pinned
+            // for their whole call through a site (`Site::call` borrows
+            // their `Pinned`), returns from targets and hooks included, so
+            // no thread is inside this code or can enter it.
             unsafe { memory.release(code) };
         });
         guard.flush();
+    }
+
+    /// Installs the counting-hook stubs of a site with signature `sig`: the
+    /// entry stub, the miss stub for thunks whose miss path calls the hook,
+    /// and one miss stub per register for thunks whose miss path
+    /// tail-jumps (see `hotcall_jit::ir`). Each adds the site's `cookie`
+    /// and jumps to a recording bridge.
+    pub(crate) fn hook_stubs(&self, cookie: u64, sig: &ThunkSig) -> Result<HookStubs, Error> {
+        let cg = self
+            .codegen
+            .as_ref()
+            .map_err(|e| Error::EngineDisabled(e.clone()))?;
+        let no_bridges = || JitError::Isa("host", "no counting bridges for this ISA".into());
+        let bridges = hotcall_policy::counters::hook::bridge_addresses().ok_or_else(no_bridges)?;
+        let cookie = u32::try_from(cookie)
+            .ok()
+            .filter(|&c| c < 1 << 31)
+            .ok_or_else(|| JitError::Isa("host", format!("site cookie {cookie} too large")))?;
+        let backend = cg.memory.backend();
+        // The entry hook gets the thunk's own arguments (target first), the
+        // miss hook the target's arguments followed by the target, a miss
+        // stub for register r the target in r.
+        let mut wanted = vec![
+            (bridges.entry, ArgLoc::Reg(0)),
+            (bridges.miss, miss_hook_target(backend, sig)),
+        ];
+        let regs = backend.miss_stub_registers();
+        wanted.extend(regs.iter().map(|&r| (bridges.miss_tail, ArgLoc::Hw(r))));
+        // Every stub takes HOOK_STUB_MAX bytes at most; lay them out at
+        // 16-byte steps, each generated for its final address.
+        let poison = backend.poison_pattern();
+        let writable = cg.memory.alloc(wanted.len() * HOOK_STUB_MAX)?;
+        let base = writable.address() as u64;
+        let mut bytes = Vec::with_capacity(wanted.len() * HOOK_STUB_MAX);
+        let mut addresses = Vec::with_capacity(wanted.len());
+        for (bridge, target) in wanted {
+            let place = base + bytes.len() as u64;
+            let stub = backend.hook_stub(cookie, bridge, place, target);
+            assert!(
+                stub.len() <= HOOK_STUB_MAX,
+                "hook stub larger than its slot"
+            );
+            addresses.push(place);
+            bytes.extend_from_slice(&stub);
+            let end = bytes.len().next_multiple_of(16);
+            while bytes.len() < end {
+                bytes.extend_from_slice(&poison[..poison.len().min(end - bytes.len())]);
+            }
+        }
+        let code = writable.finish(&bytes);
+        let mut miss_tail = [0u64; GPRS];
+        for (&r, &addr) in regs.iter().zip(&addresses[2..]) {
+            miss_tail[usize::from(r)] = addr;
+        }
+        Ok(HookStubs {
+            entry: addresses[0],
+            miss: addresses[1],
+            miss_tail,
+            code,
+        })
     }
 
     pub(crate) fn memory(&self) -> Option<&Arc<CodeMemory>> {

@@ -13,7 +13,7 @@ use hotcall_policy::{
 };
 use serde::Serialize;
 
-use crate::engine::{EngineShared, Installed};
+use crate::engine::{EngineShared, HookStubs, Installed};
 use crate::error::Error;
 use crate::pin::Pinned;
 use crate::signature::SiteFn;
@@ -220,6 +220,8 @@ impl SiteOptions {
 /// What the site publishes and its build counters.
 struct Published {
     current: Option<Installed>,
+    /// The site's counting-hook stubs, made when it first counts.
+    stubs: Option<HookStubs>,
     publishes: u64,
     failures: u64,
     last_error: Option<Error>,
@@ -278,15 +280,17 @@ impl<F: SiteFn> Site<F> {
         let counters = SiteCounters::new(policy.counter_config());
         let tick = engine.scheduler.current_tick();
         let (learner, first) = Learner::new(policy, tick);
+        let sig = F::signature();
         let core = Arc::new(SiteCore {
             entry: AtomicUsize::new(0),
-            sig: F::signature(),
+            sig,
             name: options.name,
             engine,
             counters,
             inner: Mutex::new(Inner {
                 published: Published {
                     current: None,
+                    stubs: None,
                     publishes: 0,
                     failures: 0,
                     last_error: None,
@@ -420,25 +424,29 @@ impl SiteCore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The hooks a thunk for `plan` calls.
-    fn hooks(&self, counting: Counting) -> Hooks {
-        let Some((entry, miss)) = hotcall_policy::counters::hook::hook_addresses() else {
-            return Hooks::NONE;
-        };
-        let cookie = self.counters.cookie().value();
-        match counting {
-            Counting::None => Hooks::NONE,
-            Counting::Misses => Hooks {
-                cookie,
-                entry: None,
-                miss: Some(miss),
-            },
-            Counting::All => Hooks {
-                cookie,
-                entry: Some(entry),
-                miss: None,
-            },
+    /// The hooks a thunk counting `counting` calls (making the site's
+    /// stubs the first time).
+    fn hooks(&self, published: &mut Published, counting: Counting) -> Result<Hooks, Error> {
+        if counting == Counting::None {
+            return Ok(Hooks::NONE);
         }
+        if published.stubs.is_none() {
+            let cookie = self.counters.cookie().value();
+            published.stubs = Some(self.engine.hook_stubs(cookie, &self.sig)?);
+        }
+        let stubs = published.stubs.as_ref().expect("made above");
+        Ok(match counting {
+            Counting::Misses => Hooks {
+                entry: None,
+                miss: Some(stubs.miss),
+                miss_tail: Some(stubs.miss_tail),
+            },
+            _ => Hooks {
+                entry: Some(stubs.entry),
+                miss: None,
+                miss_tail: None,
+            },
+        })
     }
 
     /// Builds and publishes `plan` (a bypass publishes no thunk). Returns
@@ -448,8 +456,10 @@ impl SiteCore {
             self.publish(published, None);
             return Ok(false);
         }
-        let hooks = self.hooks(plan.counting);
-        match self.engine.build(&self.sig, &plan.targets, &hooks) {
+        let built = self
+            .hooks(published, plan.counting)
+            .and_then(|hooks| self.engine.build(&self.sig, &plan.targets, &hooks));
+        match built {
             Ok(installed) => {
                 published.publishes += 1;
                 published.last_error = None;
@@ -618,6 +628,12 @@ impl Drop for SiteCore {
             // caller may still be returning into the thunk.
             self.entry.store(0, Ordering::Release);
             self.engine.retire(old);
+        }
+        // No published thunk leads to the stubs any more; thunks retired
+        // above may still call them until their grace period ends, which
+        // ends no later than the stubs' own.
+        if let Some(stubs) = inner.published.stubs.take() {
+            self.engine.retire_code(stubs.code);
         }
         self.counters.retire();
     }

@@ -92,12 +92,13 @@ fn disasm_x86_64_calls_promoted_targets_with_call_rel32() {
 }
 
 /// By default, hits tail-jump: a direct `b` / `jmp rel32` to each promoted
-/// target and no direct call at all; the miss stays an indirect call.
+/// target and no call at all; the miss tail-jumps through the register
+/// holding the target.
 #[test]
 fn disasm_default_hits_tail_jump_directly() {
     for (arch, jump, call, indirect) in [
-        ("aarch64", "b", "bl", "blr"),
-        ("x86_64", "jmp", "callq", "callq"),
+        ("aarch64", "b", "bl", "br"),
+        ("x86_64", "jmp", "callq", "jmpq"),
     ] {
         let o = hotcall(&[
             "disasm",
@@ -116,11 +117,11 @@ fn disasm_default_hits_tail_jump_directly() {
         assert!(jumps[0].ends_with(&format!("{jump}{sep}{T0}")), "{out}");
         assert!(jumps[1].ends_with(&format!("{jump}{sep}{T1}")), "{out}");
         let calls = insns(&out, call);
-        let expect_calls = if arch == "aarch64" { 0 } else { 1 };
-        assert_eq!(calls.len(), expect_calls, "{arch}: no direct call:\n{out}");
-        assert!(
-            !insns(&out, indirect).is_empty(),
-            "{arch}: the miss:\n{out}"
+        assert_eq!(calls.len(), 0, "{arch}: no call at all:\n{out}");
+        assert_eq!(
+            insns(&out, indirect).len(),
+            1,
+            "{arch}: the miss tail-jumps through a register:\n{out}"
         );
         assert_eq!(out.matches("direct, tail jump").count(), 2, "{out}");
     }
@@ -140,7 +141,8 @@ fn disasm_far_targets_use_the_absolute_form() {
     assert!(o.status.success(), "{out}{}", stderr(&o));
     assert!(out.contains("slot 0: 0x20000000 absolute"), "{out}");
     assert!(insns(&out, "bl").is_empty(), "{out}");
-    assert_eq!(insns(&out, "blr").len(), 3, "{out}");
+    assert_eq!(insns(&out, "blr").len(), 2, "{out}");
+    assert_eq!(insns(&out, "br").len(), 1, "the miss tail-jumps: {out}");
 }
 
 /// A usage error: exit code 2, nothing on stdout, a message naming `what`

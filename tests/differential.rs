@@ -29,55 +29,20 @@ use std::fmt::Debug;
 use std::ptr;
 use std::sync::OnceLock;
 
+#[macro_use]
+mod common;
+
 use hotcall::jit::{self, CompilerOptions, MAX_SLOTS, ThunkCompiler};
 use hotcall::{
     Arch, CallForm, Engine, EngineConfig, Param, PromoteReport, Return, SiteFn, SiteMode,
     SiteStats, ThunkSig, ValType,
 };
 
-// ------------------------------------------------------------ PRNG and hash
+// ------------------------------------------------------------ model
 
-/// splitmix64: a small deterministic generator (no dependency).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        avalanche(self.0)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
-/// splitmix64's output function: a bijection of `u64` with full avalanche.
-fn avalanche(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a of a case name: each case gets its own argument stream.
-fn seed_of(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
-    })
-}
-
-/// What target `K` computes from its arguments (each folded by [`Val::mix`]).
-///
-/// Every step is a bijection both of the running hash and of the argument,
-/// so changing any single argument always changes the hash; the
-/// position-dependent constant makes swapped arguments differ as well.
-fn hash_args(k: u64, mixes: &[u64]) -> u64 {
-    let mut h = avalanche(k ^ 0x0123_4567_89AB_CDEF);
-    for (i, &m) in mixes.iter().enumerate() {
-        let pos = (i as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-        h = avalanche(h.rotate_left(17) ^ avalanche(m ^ pos));
-    }
-    h
-}
+// The target model (`hash_args`), the generator and the edge values are
+// shared with the emulated aarch64 suite: `hotcall_emu::model`.
+use hotcall_emu::model::{self, SplitMix64, hash_args, seed_of};
 
 thread_local! {
     /// The last call of a stamped target on this thread: `(K, hash)`.
@@ -97,11 +62,22 @@ fn take_last_call() -> Option<(u64, u64)> {
 /// A parameter type the tests can generate and fold into a hash.
 trait Val: Param + Debug {
     /// The full value as a `u64`: signed integers sign-extended, unsigned
-    /// ones zero-extended, floats by their bits, pointers by address.
+    /// ones zero-extended, floats by their bits, pointers by address (the
+    /// model's *mix*).
     fn mix(self) -> u64;
-    /// The values that catch ABI extension and register-class bugs.
-    fn edges() -> Vec<Self>;
-    fn random(rng: &mut SplitMix64) -> Self;
+    /// The value whose mix is `m` (`m` canonical for the type).
+    fn from_mix(m: u64) -> Self;
+    /// The values that catch ABI extension and register-class bugs: the
+    /// model's edges of this type.
+    fn edges() -> Vec<Self> {
+        model::edges(Self::TYPE)
+            .into_iter()
+            .map(Self::from_mix)
+            .collect()
+    }
+    fn random(rng: &mut SplitMix64) -> Self {
+        Self::from_mix(model::random(Self::TYPE, rng))
+    }
 }
 
 /// A return type the tests can predict and compare bitwise.
@@ -111,23 +87,14 @@ trait Out: Return + Copy + Debug {
 }
 
 macro_rules! int_vals {
-    ($($t:ty => [$($e:expr),* $(,)?];)*) => {$(
+    ($($t:ty),* $(,)?) => {$(
         impl Val for $t {
             #[allow(clippy::unnecessary_cast)]
             fn mix(self) -> u64 {
                 self as i64 as u64
             }
-            fn edges() -> Vec<Self> {
-                vec![$($e),*]
-            }
-            fn random(rng: &mut SplitMix64) -> Self {
-                let x = rng.next_u64();
-                if x & 1 == 0 {
-                    (x >> 1) as $t
-                } else {
-                    // Small magnitudes of both signs.
-                    (((x >> 1) % 513) as i64 - 256) as $t
-                }
+            fn from_mix(m: u64) -> Self {
+                m as $t
             }
         }
         impl Out for $t {
@@ -142,28 +109,14 @@ macro_rules! int_vals {
     )*};
 }
 
-int_vals! {
-    i8 => [i8::MIN, -1, 0, 1, i8::MAX, -2, 0x55, i8::MIN + 1];
-    i16 => [i16::MIN, -1, 0, 1, i16::MAX, -129, 128, 255, -256, 0x1234];
-    i32 => [i32::MIN, -1, 0, 1, i32::MAX, -129, 0x8000, -0x8001, 0x1234_5678];
-    i64 => [i64::MIN, -1, 0, 1, i64::MAX, i32::MIN as i64, u32::MAX as i64, 1 << 32, -(1 << 32)];
-    u8 => [0, 1, 0x7F, 0x80, u8::MAX, 0xFE, 0xAA];
-    u16 => [0, 1, 0x80, 0xFF, 0x7FFF, 0x8000, u16::MAX, 0xFF00];
-    u32 => [0, 1, 0xFF, 0xFFFF, 0x7FFF_FFFF, 0x8000_0000, u32::MAX, 0xDEAD_BEEF];
-    u64 => [0, 1, u64::MAX, 1 << 63, u32::MAX as u64, 1 << 32, 0x8000_0000, 0xDEAD_BEEF_CAFE_F00D];
-    isize => [isize::MIN, -1, 0, 1, isize::MAX, i32::MIN as isize, u32::MAX as isize];
-    usize => [0, 1, usize::MAX, 1 << 63, u32::MAX as usize, 0x8000_0000];
-}
+int_vals!(i8, i16, i32, i64, u8, u16, u32, u64, isize, usize);
 
 impl Val for bool {
     fn mix(self) -> u64 {
         u64::from(self)
     }
-    fn edges() -> Vec<Self> {
-        vec![false, true]
-    }
-    fn random(rng: &mut SplitMix64) -> Self {
-        rng.next_u64() & 1 == 1
+    fn from_mix(m: u64) -> Self {
+        m != 0
     }
 }
 
@@ -180,44 +133,14 @@ impl Val for f32 {
     fn mix(self) -> u64 {
         u64::from(self.to_bits())
     }
-    fn edges() -> Vec<Self> {
-        vec![
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            0.1,
-            -123.456,
-            0.333_333_34,
-            -1.234_567_8e-5,
-            -2.5e-3,
-            f32::MAX,
-            f32::MIN,
-            f32::MIN_POSITIVE,
-            f32::from_bits(1),           // smallest subnormal
-            f32::from_bits(0x807F_FFFF), // largest negative subnormal
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
-            f32::from_bits(0x7FA0_0001), // signalling NaN with a payload
-            f32::from_bits(0xFFC0_1234), // negative quiet NaN with a payload
-            16_777_215.0,
-        ]
-    }
-    fn random(rng: &mut SplitMix64) -> Self {
-        let x = rng.next_u64();
-        if x & 1 == 0 {
-            f32::from_bits((x >> 32) as u32)
-        } else {
-            (x >> 32) as u32 as i32 as f32 / 1000.0
-        }
+    fn from_mix(m: u64) -> Self {
+        f32::from_bits(m as u32)
     }
 }
 
 impl Out for f32 {
     fn from_hash(h: u64) -> Self {
-        // Finite, either sign, non-trivial mantissa.
-        ((h % 200_003) as f32 - 100_001.0) / 7.0
+        f32::from_bits(model::from_hash(ValType::F32, h) as u32)
     }
     fn bits(self) -> u64 {
         u64::from(self.to_bits())
@@ -228,72 +151,38 @@ impl Val for f64 {
     fn mix(self) -> u64 {
         self.to_bits()
     }
-    fn edges() -> Vec<Self> {
-        vec![
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            0.1,
-            -123.456_789_012_345,
-            std::f64::consts::PI,
-            -2.5e-300,
-            f64::MAX,
-            f64::MIN,
-            f64::MIN_POSITIVE,
-            f64::from_bits(1),
-            f64::from_bits(0x800F_FFFF_FFFF_FFFF),
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NAN,
-            f64::from_bits(0x7FF4_0000_0000_0001), // signalling NaN with a payload
-            f64::from_bits(0xFFF8_DEAD_BEEF_0001), // negative quiet NaN with a payload
-            9_007_199_254_740_991.0,
-            f64::from(f32::MAX) * 2.0, // not representable as f32
-        ]
-    }
-    fn random(rng: &mut SplitMix64) -> Self {
-        let x = rng.next_u64();
-        if x & 1 == 0 {
-            f64::from_bits(x)
-        } else {
-            (x as i64 >> 11) as f64 / -1.0e6
-        }
+    fn from_mix(m: u64) -> Self {
+        f64::from_bits(m)
     }
 }
 
 impl Out for f64 {
     fn from_hash(h: u64) -> Self {
-        ((h % 2_000_003) as f64 - 1_000_001.0) / 7.0
+        f64::from_bits(model::from_hash(ValType::F64, h))
     }
     fn bits(self) -> u64 {
         self.to_bits()
     }
 }
 
-/// A real object for non-null pointer arguments.
+/// A real object for non-null pointer arguments, next to the model's
+/// pointer edges (null, odd and high addresses).
 static ANCHOR: u8 = 0;
-
-const ODD_ADDRESSES: [usize; 6] = [
-    1,
-    usize::MAX,
-    1 << 63,
-    0xFFFF_FFFF,
-    0x8000_0000,
-    0x7FFF_DEAD_BEEF,
-];
 
 impl Val for *const u8 {
     fn mix(self) -> u64 {
         self.addr() as u64
     }
-    fn edges() -> Vec<Self> {
-        let mut v = vec![ptr::null(), ptr::addr_of!(ANCHOR)];
-        v.extend(ODD_ADDRESSES.map(ptr::without_provenance));
-        v
+    fn from_mix(m: u64) -> Self {
+        ptr::without_provenance(m as usize)
     }
-    fn random(rng: &mut SplitMix64) -> Self {
-        ptr::without_provenance(rng.next_u64() as usize)
+    fn edges() -> Vec<Self> {
+        let mut v: Vec<Self> = model::edges(ValType::Ptr)
+            .into_iter()
+            .map(Self::from_mix)
+            .collect();
+        v.push(ptr::addr_of!(ANCHOR));
+        v
     }
 }
 
@@ -310,13 +199,16 @@ impl Val for *mut u8 {
     fn mix(self) -> u64 {
         self.addr() as u64
     }
-    fn edges() -> Vec<Self> {
-        let mut v = vec![ptr::null_mut(), ptr::addr_of!(ANCHOR).cast_mut()];
-        v.extend(ODD_ADDRESSES.map(ptr::without_provenance_mut));
-        v
+    fn from_mix(m: u64) -> Self {
+        ptr::without_provenance_mut(m as usize)
     }
-    fn random(rng: &mut SplitMix64) -> Self {
-        ptr::without_provenance_mut(rng.next_u64() as usize)
+    fn edges() -> Vec<Self> {
+        let mut v: Vec<Self> = model::edges(ValType::Ptr)
+            .into_iter()
+            .map(Self::from_mix)
+            .collect();
+        v.push(ptr::addr_of!(ANCHOR).cast_mut());
+        v
     }
 }
 
@@ -504,12 +396,7 @@ fn check_installed(
 
 // ------------------------------------------------------------ the differential run
 
-/// Targets per case: up to 8 promoted, the rest (at least 4) miss.
-const POOL: usize = 12;
-/// Edge tuples per case (at least the longest edge list).
-const EDGE_TUPLES: usize = 20;
-/// Random tuples per case.
-const RANDOM_TUPLES: usize = 64;
+use common::cases::{EDGE_TUPLES, POOL, RANDOM_TUPLES};
 
 /// Every target on every tuple through `site` agrees with the plain call
 /// and the model (whatever the site currently runs).
@@ -545,6 +432,7 @@ fn run_case<F: Case>(name: &str, targets: &[F; POOL]) {
             addrs.iter().position(|b| b == a).unwrap()
         );
     }
+    assert!(EDGE_TUPLES >= model::longest_edge_list());
     let mut rng = SplitMix64(seed_of(name));
     let mut tuples: Vec<F::Args> = (0..EDGE_TUPLES).map(F::Args::edge).collect();
     tuples.extend((0..RANDOM_TUPLES).map(|_| F::Args::random(&mut rng)));
@@ -666,105 +554,7 @@ macro_rules! cases {
     };
 }
 
-cases! {
-    // Every type as the only parameter and as the return.
-    one_i8: (i8) -> i8;
-    one_i16: (i16) -> i16;
-    one_i32: (i32) -> i32;
-    one_i64: (i64) -> i64;
-    one_u8: (u8) -> u8;
-    one_u16: (u16) -> u16;
-    one_u32: (u32) -> u32;
-    one_u64: (u64) -> u64;
-    one_isize: (isize) -> isize;
-    one_usize: (usize) -> usize;
-    one_bool: (bool) -> bool;
-    one_f32: (f32) -> f32;
-    one_f64: (f64) -> f64;
-    one_const_ptr: (*const u8) -> *const u8;
-    one_mut_ptr: (*mut u8) -> *mut u8;
-
-    // No parameters, every return type.
-    none_unit: () -> ();
-    none_i8: () -> i8;
-    none_i16: () -> i16;
-    none_i32: () -> i32;
-    none_i64: () -> i64;
-    none_u8: () -> u8;
-    none_u16: () -> u16;
-    none_u32: () -> u32;
-    none_u64: () -> u64;
-    none_isize: () -> isize;
-    none_usize: () -> usize;
-    none_bool: () -> bool;
-    none_f32: () -> f32;
-    none_f64: () -> f64;
-    none_const_ptr: () -> *const u8;
-    none_mut_ptr: () -> *mut u8;
-
-    // Eight of each type: with the target as the thunk's first argument,
-    // integer parameters 6 to 8 go on the stack (x86-64 SysV; the 8th on
-    // aarch64); eight floats fill the float registers.
-    eight_i8: (i8, i8, i8, i8, i8, i8, i8, i8) -> i8;
-    eight_i16: (i16, i16, i16, i16, i16, i16, i16, i16) -> i16;
-    eight_i32: (i32, i32, i32, i32, i32, i32, i32, i32) -> i32;
-    eight_i64: (i64, i64, i64, i64, i64, i64, i64, i64) -> i64;
-    eight_u8: (u8, u8, u8, u8, u8, u8, u8, u8) -> u8;
-    eight_u16: (u16, u16, u16, u16, u16, u16, u16, u16) -> u16;
-    eight_u32: (u32, u32, u32, u32, u32, u32, u32, u32) -> u32;
-    eight_u64: (u64, u64, u64, u64, u64, u64, u64, u64) -> u64;
-    eight_isize: (isize, isize, isize, isize, isize, isize, isize, isize) -> isize;
-    eight_usize: (usize, usize, usize, usize, usize, usize, usize, usize) -> usize;
-    eight_bool: (bool, bool, bool, bool, bool, bool, bool, bool) -> bool;
-    eight_f32: (f32, f32, f32, f32, f32, f32, f32, f32) -> f32;
-    eight_f64: (f64, f64, f64, f64, f64, f64, f64, f64) -> f64;
-    eight_const_ptr: (*const u8, *const u8, *const u8, *const u8, *const u8, *const u8, *const u8, *const u8) -> *const u8;
-    eight_mut_ptr: (*mut u8, *mut u8, *mut u8, *mut u8, *mut u8, *mut u8, *mut u8, *mut u8) -> *mut u8;
-
-    // Arities 1 to 8 with mixed integer and float parameters.
-    mixed_1: (bool) -> f64;
-    mixed_1b: (f32) -> i8;
-    mixed_2: (i8, f64) -> i64;
-    mixed_2b: (f32, u16) -> bool;
-    mixed_3: (u8, f32, *const u8) -> u32;
-    mixed_3b: (f64, i16, f64) -> *mut u8;
-    mixed_4: (i16, f64, u32, f32) -> f32;
-    mixed_4b: (*mut u8, bool, i64, f64) -> u16;
-    mixed_5: (u64, f32, i8, f64, u16) -> i16;
-    mixed_5b: (f64, f64, bool, f32, isize) -> usize;
-    mixed_6: (i32, f64, u8, f32, i64, bool) -> u64;
-    mixed_7: (f32, i8, f64, u16, f32, *const u8, i32) -> f64;
-    mixed_8: (f64, i8, f32, u16, f64, i64, f32, bool) -> isize;
-    mixed_8_floats: (f32, f64, f32, f64, f32, f64, f32, f64) -> f32;
-    // Six or more integers: the last ones go on the stack while floats
-    // still use registers.
-    mixed_8_one_int_on_stack: (i8, f64, i16, f32, u8, i32, u16, bool) -> i8;
-    mixed_6_ints: (i8, u8, i16, u16, i32, u32) -> i64;
-    mixed_7_ints: (u64, i8, bool, u16, i16, u8, isize) -> i8;
-    mixed_8_ints: (i8, u8, i16, u16, i32, u32, bool, i64) -> u8;
-    mixed_8_ints_narrow_on_stack: (i64, u64, i32, u32, isize, i8, u8, bool) -> u32;
-    mixed_8_ints_wide_on_stack: (bool, u8, i8, u16, usize, i16, u32, i32) -> bool;
-    mixed_8_pointers: (*const u8, *mut u8, usize, isize, *const u8, *mut u8, usize, isize) -> *const u8;
-
-    // `()` returns: only the record shows what the target saw.
-    unit_3: (i8, f64, bool) -> ();
-    unit_8_ints: (i64, u8, i16, u16, i32, u32, bool, *const u8) -> ();
-    unit_8_floats: (f64, f32, f64, f32, f64, f32, f64, f32) -> ();
-
-    // Arity sweeps of one narrow integer and one float type.
-    sweep_i8_2: (i8, i8) -> u16;
-    sweep_i8_3: (i8, i8, i8) -> i16;
-    sweep_i8_4: (i8, i8, i8, i8) -> f32;
-    sweep_i8_5: (i8, i8, i8, i8, i8) -> u8;
-    sweep_i8_6: (i8, i8, i8, i8, i8, i8) -> bool;
-    sweep_i8_7: (i8, i8, i8, i8, i8, i8, i8) -> f64;
-    sweep_f32_2: (f32, f32) -> i8;
-    sweep_f32_3: (f32, f32, f32) -> u32;
-    sweep_f32_4: (f32, f32, f32, f32) -> i64;
-    sweep_f32_5: (f32, f32, f32, f32, f32) -> f64;
-    sweep_f32_6: (f32, f32, f32, f32, f32, f32) -> *mut u8;
-    sweep_f32_7: (f32, f32, f32, f32, f32, f32, f32) -> f32;
-}
+differential_cases!(cases);
 
 // ------------------------------------------------------------ placement
 

@@ -13,28 +13,42 @@
 use std::path::{Path, PathBuf};
 
 use hotcall::jit::Branch;
-use hotcall::{Arch, ThunkSig};
+use hotcall::jit::MissForm;
+use hotcall::{Arch, Counting, ThunkSig};
 
 // The CLI's own layout and rendering, so that the two cannot drift apart.
 #[path = "../src/cli/listing.rs"]
 mod listing;
 
-use listing::{ThunkListing, target_addr};
+use listing::{CODE_BASE, CODE_SPAN, ENTRY_HOOK, ThunkListing, target_addr};
 
-/// One golden case: a file name, a signature, a slot count, far targets.
+/// One golden case: a file name, a signature, a slot count, far targets,
+/// counting hooks.
 struct Case {
     name: &'static str,
     sig: &'static str,
     slots: usize,
     far: bool,
+    counting: Counting,
 }
 
 const fn case(name: &'static str, sig: &'static str, slots: usize, far: bool) -> Case {
+    counting_case(name, sig, slots, far, Counting::None)
+}
+
+const fn counting_case(
+    name: &'static str,
+    sig: &'static str,
+    slots: usize,
+    far: bool,
+    counting: Counting,
+) -> Case {
     Case {
         name,
         sig,
         slots,
         far,
+        counting,
     }
 }
 
@@ -56,6 +70,31 @@ const CASES: &[Case] = &[
     // Narrow integers: the thunk must extend them as C callers do.
     case("narrow_ints_1slot", "(i8,u16,bool)->i32", 1, false),
     case("far_2slots", "(i64)->i64", 2, true),
+    // Learning sites: a stable site counts its misses (the miss tail-jumps
+    // through the site's miss stub), a site being profiled counts every
+    // call (a call to the entry stub in front). With stack arguments the
+    // miss cannot tail-jump and calls the miss hook instead.
+    counting_case(
+        "i64_2slots_count_misses",
+        "(i64)->i64",
+        2,
+        false,
+        Counting::Misses,
+    ),
+    counting_case(
+        "i64_2slots_count_all",
+        "(i64)->i64",
+        2,
+        false,
+        Counting::All,
+    ),
+    counting_case(
+        "int8_stack_2slots_count_misses",
+        "(i64,i64,i64,i64,i64,i64,i64,i64)->i64",
+        2,
+        false,
+        Counting::Misses,
+    ),
 ];
 
 fn golden_dir(arch: Arch) -> PathBuf {
@@ -69,25 +108,38 @@ fn blessing() -> bool {
 }
 
 /// The rendered thunk, after checking what the golden file cannot show by
-/// itself: one direct call to each in-range target, an indirect call for
-/// each far target and for the miss, nothing else.
+/// itself: one direct call or jump to each in-range target, an indirect
+/// call for each far target, the miss as an indirect call or jump (or, when
+/// counting misses, a jump to a hook stub), and hook stubs only as asked.
 fn render_checked(arch: Arch, c: &Case) -> String {
     let sig: ThunkSig = c.sig.parse().expect("case signature parses");
-    let l = ThunkListing::build(arch, &sig, c.slots, c.far, true)
+    let l = ThunkListing::build(arch, &sig, c.slots, c.far, true, c.counting)
         .unwrap_or_else(|e| panic!("{arch} {}: {e}", c.name));
-    // Direct calls, or direct tail jumps out of the thunk.
-    let direct: Vec<u64> = l.direct_exits();
+    // Direct calls, or direct tail jumps out of the thunk: to targets, or
+    // to the site's hook stubs (at and above ENTRY_HOOK).
+    let (stubs, direct): (Vec<u64>, Vec<u64>) = l
+        .direct_exits()
+        .into_iter()
+        .partition(|a| (ENTRY_HOOK..CODE_BASE + CODE_SPAN).contains(a));
+    let want_stubs = usize::from(c.counting != Counting::None);
+    assert_eq!(
+        stubs.len(),
+        want_stubs,
+        "{arch} {}: hook stub calls",
+        c.name
+    );
     let indirect = l
         .insns
         .iter()
-        .filter(|i| i.branch == Branch::IndirectCall)
+        .filter(|i| matches!(i.branch, Branch::IndirectCall | Branch::IndirectJump))
         .count();
     let want_direct: Vec<u64> = if c.far {
         Vec::new()
     } else {
         (0..c.slots).map(|k| target_addr(arch, k, false)).collect()
     };
-    let want_indirect = 1 + if c.far { c.slots } else { 0 };
+    let miss_indirect = usize::from(l.miss != MissForm::CountingTailJump);
+    let want_indirect = miss_indirect + if c.far { c.slots } else { 0 };
     assert_eq!(
         direct, want_direct,
         "{arch} {}: direct calls, in slot order",

@@ -13,7 +13,7 @@ use cranelift_frontend::FunctionBuilderContext;
 
 use crate::error::JitError;
 use crate::ir::{self, CallForm, HookKind, HookPlan, Hooks, NS_HOOK, NS_SLOT, SlotPlan};
-use crate::isa::{Arch, IsaBackend};
+use crate::isa::{Arch, IsaBackend, MissForm};
 use crate::template::{Template, TemplateKey};
 use crate::types::ThunkSig;
 use std::collections::HashMap;
@@ -76,6 +76,8 @@ pub enum RelocTo {
     Slot(usize),
     /// A counting hook.
     Hook(HookKind),
+    /// The miss stub for this register (a counting tail-jumping miss).
+    MissStub(u8),
 }
 
 /// A direct-call relocation left for [`CompiledThunk::link`].
@@ -95,6 +97,7 @@ pub struct CompiledThunk {
     relocs: Vec<CallReloc>,
     slots: Vec<SlotPlan>,
     hooks: Hooks,
+    miss: MissForm,
     compile_time: Duration,
 }
 
@@ -134,6 +137,11 @@ impl CompiledThunk {
         &self.hooks
     }
 
+    /// How the miss path reaches the target.
+    pub fn miss_form(&self) -> MissForm {
+        self.miss
+    }
+
     /// Time spent producing the code: Cranelift's IR construction and code
     /// generation, or copying and patching a template.
     pub fn compile_time(&self) -> Duration {
@@ -148,6 +156,11 @@ impl CompiledThunk {
         slots: Vec<SlotPlan>,
         hooks: Hooks,
     ) -> Self {
+        // The template's shape decides whether the miss path uses stubs.
+        let hooks = Hooks {
+            miss_tail: self.hooks.miss_tail.and(hooks.miss_tail),
+            ..hooks
+        };
         CompiledThunk {
             code,
             slots,
@@ -167,11 +180,24 @@ impl CompiledThunk {
                     .hooks
                     .get(kind)
                     .ok_or_else(|| JitError::UnexpectedReloc(format!("no {kind:?} hook")))?,
+                RelocTo::MissStub(reg) => self
+                    .hooks
+                    .miss_tail
+                    .map(|t| t[usize::from(reg)])
+                    .filter(|&a| a != 0)
+                    .ok_or_else(|| JitError::UnexpectedReloc(format!("no miss stub for r{reg}")))?,
             };
             backend.patch_direct_call(&mut code, r.offset, place, target, r.addend)?;
         }
         Ok(code)
     }
+}
+
+/// The thunk's parameter types: the target pointer, then the target's.
+fn thunk_params(sig: &ThunkSig) -> Vec<crate::types::ValType> {
+    let mut params = vec![crate::types::ValType::Ptr];
+    params.extend_from_slice(sig.params());
+    params
 }
 
 /// Cranelift's output for one thunk, before the tail-jump rewrite.
@@ -327,16 +353,19 @@ impl ThunkCompiler {
             .iter()
             .flatten()
             .any(|h| h.form == CallForm::Absolute);
-        // Templates patch slot and cookie constants only; a hook's absolute
-        // address would be one more constant, and hooks are near the host
-        // text anyway: such thunks are compiled every time.
+        // Templates patch slot constants only; a hook's absolute address
+        // would be one more constant, and hook stubs live in the same code
+        // memory anyway: such thunks are compiled every time.
         if self.options.templates && self.backend.arch() == Arch::X86_64 && !absolute_hook {
             return self.compile_from_template(sig, &slots, hooks, hook_plans);
         }
         self.compile_fresh(sig, slots, hooks, hook_plans)
     }
 
-    /// Compiles with Cranelift, every time.
+    /// Compiles with Cranelift, every time. A thunk that counts misses
+    /// first tries the lean shape (no hook in the IR; the miss path
+    /// tail-jumps through the site's miss stub), and falls back to a hook
+    /// call in the miss path where the miss cannot tail-jump.
     fn compile_fresh(
         &mut self,
         sig: &ThunkSig,
@@ -344,10 +373,35 @@ impl ThunkCompiler {
         hooks: &Hooks,
         hook_plans: (Option<HookPlan>, Option<HookPlan>),
     ) -> Result<CompiledThunk, JitError> {
+        let can_tail =
+            self.options.tail_jumps && self.backend.args_in_registers(&thunk_params(sig));
+        if hooks.miss.is_some() && hooks.miss_tail.is_some() && can_tail {
+            let lean = self.compile_once(sig, slots.clone(), hooks, (hook_plans.0, None), true)?;
+            if lean.miss == MissForm::CountingTailJump {
+                return Ok(lean);
+            }
+        }
+        let hooks = Hooks {
+            miss_tail: None,
+            ..*hooks
+        };
+        self.compile_once(sig, slots, &hooks, hook_plans, false)
+    }
+
+    /// One Cranelift compile, then the tail-jump rewrites; with
+    /// `miss_stub`, the miss path jumps through the site's miss stub.
+    fn compile_once(
+        &mut self,
+        sig: &ThunkSig,
+        slots: Vec<SlotPlan>,
+        hooks: &Hooks,
+        hook_plans: (Option<HookPlan>, Option<HookPlan>),
+        miss_stub: bool,
+    ) -> Result<CompiledThunk, JitError> {
         let mut slots = slots;
         let start = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            self.compile_inner(sig, &slots, hooks.cookie, hook_plans)
+            self.compile_inner(sig, &slots, hook_plans.1)
         }));
         let RawCode {
             mut code,
@@ -367,8 +421,58 @@ impl ThunkCompiler {
                 return Err(JitError::Compile(format!("panicked: {msg}")));
             }
         };
+        let mut miss = MissForm::Call;
         if self.options.tail_jumps {
             self.make_tail_jumps(sig, &mut code, &mut relocs, &mut slots, &bb_starts);
+            if self.backend.args_in_registers(&thunk_params(sig))
+                && let Some(at) = self.miss_call_offset(&code, &bb_starts)
+                && let Some((reg, reloc)) = self
+                    .backend
+                    .rewrite_miss_as_tail_jump(&mut code, at, miss_stub)
+            {
+                miss = MissForm::TailJump;
+                if let Some(offset) = reloc {
+                    miss = MissForm::CountingTailJump;
+                    relocs.push(CallReloc {
+                        offset,
+                        to: RelocTo::MissStub(reg),
+                        addend: self.backend.jump_addend(),
+                    });
+                }
+            }
+        }
+        let hooks = if miss == MissForm::CountingTailJump {
+            *hooks
+        } else {
+            Hooks {
+                miss_tail: None,
+                ..*hooks
+            }
+        };
+        if let Some(entry) = hook_plans.0 {
+            // Counting every call: a call to the entry stub in front of it
+            // all, where the arguments are still where the caller put them.
+            if entry.form != CallForm::Direct {
+                return Err(JitError::OutOfRange {
+                    offset: 0,
+                    place: 0,
+                    target: entry.address,
+                });
+            }
+            let (prefix, offset, addend) = self.backend.entry_hook_prefix();
+            let shift = prefix.len() as u32;
+            code.splice(0..0, prefix);
+            for r in &mut relocs {
+                r.offset += shift;
+            }
+            relocs.insert(
+                0,
+                CallReloc {
+                    offset,
+                    to: RelocTo::Hook(HookKind::Entry),
+                    addend,
+                },
+            );
         }
         Ok(CompiledThunk {
             arch: self.backend.arch(),
@@ -376,9 +480,22 @@ impl ThunkCompiler {
             code,
             relocs,
             slots,
-            hooks: *hooks,
+            hooks,
+            miss,
             compile_time: start.elapsed(),
         })
+    }
+
+    /// The offset of the miss path's indirect call: the first indirect call
+    /// of the last basic block (the miss block is laid out last).
+    fn miss_call_offset(&self, code: &[u8], bb_starts: &[u32]) -> Option<usize> {
+        let last = *bb_starts.iter().max()? as usize;
+        let insns = crate::disasm::disassemble(self.backend.arch(), code.get(last..)?, 0).ok()?;
+        insns
+            .iter()
+            .take_while(|i| i.branch != crate::isa::Branch::Return)
+            .find(|i| i.branch == crate::isa::Branch::IndirectCall)
+            .map(|i| last + i.addr as usize)
     }
 
     /// Instantiates the template for this shape, compiling it first if
@@ -393,12 +510,7 @@ impl ThunkCompiler {
         let start = Instant::now();
         let key = TemplateKey::new(sig, slots, hooks, self.options.tail_jumps);
         if !self.templates.contains_key(&key) {
-            let compiled = self.compile_fresh(
-                sig,
-                key.placeholder_slots(),
-                &key.placeholder_hooks(hooks),
-                hook_plans,
-            )?;
+            let compiled = self.compile_fresh(sig, key.placeholder_slots(), hooks, hook_plans)?;
             let Some(template) = Template::new(&key, compiled) else {
                 // Placeholders not found as plain constants: no template for
                 // this shape; compile it every time.
@@ -432,8 +544,7 @@ impl ThunkCompiler {
         &mut self,
         sig: &ThunkSig,
         slots: &[SlotPlan],
-        cookie: u64,
-        hook_plans: (Option<HookPlan>, Option<HookPlan>),
+        miss_hook: Option<HookPlan>,
     ) -> Result<RawCode, JitError> {
         self.ctx.clear();
         #[cfg(test)]
@@ -446,7 +557,7 @@ impl ThunkCompiler {
             sig,
             self.isa.frontend_config(),
             slots,
-            (cookie, hook_plans.0, hook_plans.1),
+            miss_hook,
         );
         let names = self.ctx.func.params.user_named_funcs().clone();
         let compiled = self
@@ -497,10 +608,8 @@ impl ThunkCompiler {
                 )));
             }
         }
-        for (kind, plan) in [
-            (HookKind::Entry, hook_plans.0),
-            (HookKind::Miss, hook_plans.1),
-        ] {
+        // The IR calls only the miss hook (the entry hook is a prefix).
+        for (kind, plan) in [(HookKind::Entry, None), (HookKind::Miss, miss_hook)] {
             let n = relocs
                 .iter()
                 .filter(|r| r.to == RelocTo::Hook(kind))
@@ -534,9 +643,7 @@ impl ThunkCompiler {
         slots: &mut [SlotPlan],
         bb_starts: &[u32],
     ) {
-        let mut thunk_params = vec![crate::types::ValType::Ptr];
-        thunk_params.extend_from_slice(sig.params());
-        if !self.backend.args_in_registers(&thunk_params) {
+        if !self.backend.args_in_registers(&thunk_params(sig)) {
             return;
         }
         for r in relocs.iter_mut() {
@@ -684,6 +791,101 @@ mod tests {
                     seen.contains(&(class, form)),
                     "{class:?} {form:?} not covered"
                 );
+            }
+        }
+    }
+
+    /// Counting on a stable site costs its hits nothing: a thunk that
+    /// counts its misses is the thunk that does not count, except that its
+    /// miss path tail-jumps to the site's miss stub instead of to the
+    /// target. A thunk that counts every call adds its hook call and little
+    /// else. Checked along every path of the decoded code.
+    #[test]
+    fn counting_adds_nothing_to_hit_paths_but_the_hook() {
+        use crate::disasm::{Insn, path};
+        const PLACE: Placement = Placement {
+            lo: 0x4000_0000,
+            hi: 0x4100_0000,
+        };
+        const STUBS: u64 = 0x4200_0000;
+        let misses = Hooks {
+            entry: None,
+            miss: Some(0x4300_0000),
+            miss_tail: Some(std::array::from_fn(|r| STUBS + 16 * r as u64)),
+        };
+        let all = Hooks {
+            entry: Some(0x4300_0000),
+            miss: None,
+            miss_tail: None,
+        };
+        let calls = |v: &[Insn]| {
+            v.iter()
+                .filter(|i| matches!(i.branch, crate::Branch::DirectCall(_)))
+                .count()
+        };
+        for arch in Arch::ALL {
+            let mut c = ThunkCompiler::new(arch, CompilerOptions::default()).unwrap();
+            for sig in [
+                "(i64)->i64",
+                "(i64,f64)->i64",
+                "(i8,u16,bool)->i32",
+                "()->()",
+                "(f32,f64,i64,i64,i64)->f64",
+            ] {
+                let sig: ThunkSig = sig.parse().unwrap();
+                for n in 0..=MAX_SLOTS {
+                    let targets: Vec<u64> = (0..n as u64).map(|k| 0x4400_0000 + k * 0x40).collect();
+                    let mut code = |hooks: &Hooks| {
+                        let t = c.compile_with_hooks(&sig, &targets, hooks, PLACE).unwrap();
+                        (t.link(PLACE.lo).unwrap(), t.slots().to_vec(), t.miss_form())
+                    };
+                    let (plain, plain_slots, plain_miss) = code(&Hooks::NONE);
+                    let (lean, lean_slots, lean_miss) = code(&misses);
+                    let (full, _, _) = code(&all);
+                    let ctx = format!("{arch} {sig}, {n} slots");
+                    assert_eq!(plain_slots, lean_slots, "{ctx}: same forms and tails");
+                    assert_eq!(
+                        (plain_miss, lean_miss),
+                        (MissForm::TailJump, MissForm::CountingTailJump),
+                        "{ctx}"
+                    );
+                    for k in 0..n {
+                        let p = path(arch, &plain, PLACE.lo, Some(k)).unwrap();
+                        let l = path(arch, &lean, PLACE.lo, Some(k)).unwrap();
+                        let f = path(arch, &full, PLACE.lo, Some(k)).unwrap();
+                        assert_eq!(p, l, "{ctx}, hit on slot {k}: lean hit path");
+                        assert_eq!(calls(&f), calls(&p) + 1, "{ctx}, slot {k}: one hook call");
+                        // The prefix, then the plain thunk's instructions.
+                        let prefix = f.len() - p.len();
+                        assert_eq!(prefix, if arch == Arch::X86_64 { 1 } else { 3 }, "{ctx}");
+                        let bytes = |v: &[Insn]| -> Vec<Vec<u8>> {
+                            v.iter().map(|i| i.bytes.clone()).collect()
+                        };
+                        // Relative jumps keep their bytes when everything
+                        // moves; jumps out of the thunk (tail jumps) differ.
+                        let (fb, pb) = (bytes(&f[prefix..]), bytes(&p));
+                        let same = fb.iter().zip(&pb).filter(|(a, b)| a == b).count();
+                        assert!(same + 1 >= pb.len(), "{ctx}, slot {k}: counting path");
+                    }
+                    // The miss: the same instructions, but the last jumps to
+                    // the stub of the register holding the target.
+                    let p = path(arch, &plain, PLACE.lo, None).unwrap();
+                    let l = path(arch, &lean, PLACE.lo, None).unwrap();
+                    assert_eq!(p.len(), l.len(), "{ctx}: miss path");
+                    assert_eq!(p[..p.len() - 1], l[..l.len() - 1], "{ctx}: miss path");
+                    assert_eq!(
+                        p.last().unwrap().branch,
+                        crate::Branch::IndirectJump,
+                        "{ctx}"
+                    );
+                    let crate::Branch::Jump { target, .. } = l.last().unwrap().branch else {
+                        panic!("{ctx}: the lean miss ends in a direct jump");
+                    };
+                    assert!(
+                        (STUBS..STUBS + 16 * 32).contains(&target),
+                        "{ctx}: {target:#x}"
+                    );
+                }
             }
         }
     }

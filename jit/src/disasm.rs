@@ -126,6 +126,53 @@ pub fn disassemble_reachable(arch: Arch, code: &[u8], base: u64) -> Result<Vec<I
     Ok(seen.into_values().collect())
 }
 
+/// The instructions a thunk executes for one call, in execution order: a
+/// hit on slot `hit` (`None`: a miss), up to the tail jump out of the code
+/// or the return. Calls are listed but not followed.
+///
+/// It relies on the thunk's layout (`crate::ir`): the `j`-th conditional
+/// branch executed is slot `j`'s "not this target" branch, taken for every
+/// slot before the hit and, on a miss, for every slot.
+pub fn path(arch: Arch, code: &[u8], base: u64, hit: Option<usize>) -> Result<Vec<Insn>, JitError> {
+    let insns = disassemble_reachable(arch, code, base)?;
+    let end = base + code.len() as u64;
+    let at = |pc: u64| insns.iter().position(|i| i.addr == pc);
+    let mut out = Vec::new();
+    let mut pc = base;
+    let mut branches = 0;
+    while let Some(k) = at(pc) {
+        let i = &insns[k];
+        out.push(i.clone());
+        if out.len() > insns.len() {
+            return Err(JitError::Disasm("the path loops".into()));
+        }
+        let next = i.addr + i.bytes.len() as u64;
+        pc = match i.branch {
+            Branch::Return | Branch::IndirectJump => return Ok(out),
+            Branch::Jump {
+                target,
+                conditional: false,
+            } if !(base..end).contains(&target) => return Ok(out),
+            Branch::Jump {
+                target,
+                conditional: false,
+            } => target,
+            Branch::Jump {
+                target,
+                conditional: true,
+            } => {
+                let taken = hit.is_none_or(|k| branches < k);
+                branches += 1;
+                if taken { target } else { next }
+            }
+            _ => next,
+        };
+    }
+    Err(JitError::Disasm(format!(
+        "the path leaves the code at {pc:#x}"
+    )))
+}
+
 /// One line per instruction: address, bytes, text.
 pub fn render(insns: &[Insn]) -> String {
     let mut out = String::new();

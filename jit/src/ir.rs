@@ -17,12 +17,23 @@
 //! fall-through: slot 0's hit path is a straight line with no taken branch
 //! (FACTS.md: 1.73 ns against 2.31 ns for a taken `je`).
 //!
-//! A thunk may also *count*: call a hook with `(cookie, target)` on entry
-//! (every call) or at the start of the miss path (misses only). Hooks use
-//! Cranelift's `preserve_all` convention, whose call sites clobber nothing,
-//! so a hook call neither spills the thunk's arguments nor adds saved
-//! registers to the prologue: the hit paths of a miss-counting thunk are
-//! byte for byte those of a thunk that does not count.
+//! A thunk may also *count*, through the site's hook stubs
+//! ([`crate::IsaBackend::hook_stub`]), which add the site's cookie and jump
+//! to a recording bridge that preserves every register. None of this is in
+//! the IR where it can be avoided, because any call in the IR constrains
+//! the register allocator on every path:
+//! * counting every call: the compiler puts one call to the entry stub in
+//!   front of the finished code (`IsaBackend::entry_hook_prefix`), where
+//!   every argument is still where the caller put it;
+//! * counting misses: the miss path, rewritten into a tail jump, jumps to
+//!   the site's miss stub for the register that holds the target instead
+//!   of to the target; the stub counts and jumps on. The code is that of a
+//!   thunk that does not count, but for that jump's destination.
+//!
+//! Where the miss cannot tail-jump (stack arguments), the miss block calls
+//! the miss stub in the IR, with Cranelift's `preserve_all` convention
+//! (call sites clobber nothing) and the target's own arguments, where the
+//! indirect call after it wants them, followed by the target.
 //!
 //! The calls are not tail calls in the IR: `return_call` requires the
 //! `tail` calling convention on both sides, and the targets are ordinary C
@@ -82,23 +93,31 @@ pub enum HookKind {
     Miss,
 }
 
-/// The counting hooks a thunk calls, with the cookie it passes them.
+/// The counting hooks a thunk calls: addresses of the site's hook stubs
+/// (see [`crate::IsaBackend::hook_stub`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Hooks {
-    /// The first argument of every hook call (identifies the site).
-    pub cookie: u64,
-    /// Address of the entry hook, if the thunk counts every call.
+    /// The entry hook, if the thunk counts every call (called
+    /// `preserve_all` with the thunk's register arguments).
     pub entry: Option<u64>,
-    /// Address of the miss hook, if the thunk counts misses.
+    /// The miss hook, if the thunk counts misses (called `preserve_all`
+    /// with the target's arguments and the target). Used when the miss
+    /// path cannot tail-jump through a miss stub.
     pub miss: Option<u64>,
+    /// Miss stubs by hardware register number (0: none), for a thunk that
+    /// counts misses: its miss path tail-jumps to the stub of the register
+    /// holding the target, which counts and jumps on to the target. The
+    /// thunk's code is then exactly that of a thunk that does not count
+    /// but for the miss jump's destination.
+    pub miss_tail: Option<[u64; crate::isa::GPRS]>,
 }
 
 impl Hooks {
     /// No counting.
     pub const NONE: Hooks = Hooks {
-        cookie: 0,
         entry: None,
         miss: None,
+        miss_tail: None,
     };
 
     /// The hook of `kind`, if any.
@@ -110,7 +129,7 @@ impl Hooks {
     }
 
     pub fn is_none(&self) -> bool {
-        self.entry.is_none() && self.miss.is_none()
+        self.entry.is_none() && self.miss.is_none() && self.miss_tail.is_none()
     }
 }
 
@@ -156,7 +175,7 @@ pub(crate) fn thunk_signature(sig: &ThunkSig, cc: CallConv) -> Signature {
 }
 
 /// Fills `func` with the thunk for `sig` and `slots` (see the module docs),
-/// calling the planned hooks with `cookie`.
+/// calling the planned hooks.
 ///
 /// Direct slots call a user external name `(NS_SLOT, slot index)`, direct
 /// hooks `(NS_HOOK, 0 for entry / 1 for miss)`; the compiler turns the
@@ -168,9 +187,8 @@ pub(crate) fn build_thunk(
     sig: &ThunkSig,
     frontend: TargetFrontendConfig,
     slots: &[SlotPlan],
-    hooks: (u64, Option<HookPlan>, Option<HookPlan>),
+    miss_hook: Option<HookPlan>,
 ) {
-    let (cookie, entry_hook, miss_hook) = hooks;
     let cc = frontend.default_call_conv;
     func.signature = thunk_signature(sig, cc);
     func.name = UserFuncName::user(1, slots.len() as u32);
@@ -182,37 +200,17 @@ pub(crate) fn build_thunk(
     b.switch_to_block(entry);
     let params = b.block_params(entry).to_vec();
     let (target, args) = (params[0], &params[1..]);
-    let hook_sig = {
-        let mut hs = Signature::new(CallConv::PreserveAll);
-        hs.params
-            .extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
-        b.import_signature(hs)
-    };
-    let call_hook = |b: &mut FunctionBuilder<'_>, index: u32, hook: HookPlan| {
-        let cookie = b.ins().iconst(types::I64, cookie as i64);
-        match hook.form {
-            CallForm::Direct => {
-                let name = b
-                    .func
-                    .declare_imported_user_function(UserExternalName::new(NS_HOOK, index));
-                let callee = b.import_function(ExtFuncData {
-                    name: ExternalName::user(name),
-                    signature: hook_sig,
-                    colocated: true,
-                    patchable: false,
-                });
-                b.ins().call(callee, &[cookie, target]);
-            }
-            CallForm::Absolute => {
-                let addr = b.ins().iconst(types::I64, hook.address as i64);
-                b.ins().call_indirect(hook_sig, addr, &[cookie, target]);
-            }
-        }
-    };
-    if let Some(hook) = entry_hook {
-        call_hook(&mut b, 0, hook);
-    }
-
+    // The miss hook takes the target's arguments where the indirect call
+    // right after it wants them, followed by the target address, so that
+    // the register allocator has no reason to move anything on the hit
+    // paths. The site's miss stub knows where the target is and passes only
+    // it on. (Used only where the miss path cannot tail-jump through a
+    // stub: see the module docs.)
+    let mut miss_hook_sig = target_signature(sig, CallConv::PreserveAll);
+    miss_hook_sig.returns.clear(); // `preserve_all` returns nothing
+    miss_hook_sig.params.push(AbiParam::new(types::I64));
+    let mut miss_args = args.to_vec();
+    miss_args.push(target);
     for (index, slot) in slots.iter().enumerate() {
         let hit = b.create_block();
         let next = b.create_block();
@@ -246,7 +244,25 @@ pub(crate) fn build_thunk(
     }
 
     if let Some(hook) = miss_hook {
-        call_hook(&mut b, 1, hook);
+        let miss_hook_sig = b.import_signature(miss_hook_sig);
+        match hook.form {
+            CallForm::Direct => {
+                let name = b
+                    .func
+                    .declare_imported_user_function(UserExternalName::new(NS_HOOK, 1));
+                let callee = b.import_function(ExtFuncData {
+                    name: ExternalName::user(name),
+                    signature: miss_hook_sig,
+                    colocated: true,
+                    patchable: false,
+                });
+                b.ins().call(callee, &miss_args);
+            }
+            CallForm::Absolute => {
+                let addr = b.ins().iconst(types::I64, hook.address as i64);
+                b.ins().call_indirect(miss_hook_sig, addr, &miss_args);
+            }
+        }
     }
     let call = b.ins().call_indirect(target_sig, target, args);
     let results = b.inst_results(call).to_vec();

@@ -28,5 +28,5 @@ pub use compiler::{
 };
 pub use error::JitError;
 pub use ir::{CallForm, HookKind, Hooks, SlotPlan};
-pub use isa::{Arch, Branch, IsaBackend};
+pub use isa::{Arch, ArgLoc, Branch, GPRS, HOOK_STUB_MAX, IsaBackend, MissForm, miss_hook_target};
 pub use types::{MAX_PARAMS, ThunkSig, ValType};

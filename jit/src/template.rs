@@ -60,15 +60,6 @@ impl ConstClass {
     /// A placeholder of this class for slot `k`: distinctive byte patterns
     /// that do not occur in x86-64 thunk code by accident (checked: each
     /// must be found, and debug builds compare with a fresh compile).
-    /// The placeholder of a counting thunk's cookie.
-    fn cookie_placeholder(self) -> u64 {
-        match self {
-            ConstClass::Small => 0x2e5a_71c3,
-            ConstClass::U32 => 0xae5a_71c3,
-            ConstClass::Wide => 0x5d2e_5a71_c3b4_0000,
-        }
-    }
-
     fn placeholder(self, k: usize) -> u64 {
         let k = k as u64 + 1;
         match self {
@@ -84,8 +75,8 @@ impl ConstClass {
 pub(crate) struct TemplateKey {
     sig: ThunkSig,
     shape: Vec<(CallForm, ConstClass)>,
-    /// Entry hook, miss hook, and the cookie's class if either is present.
-    hooks: (bool, bool, Option<ConstClass>),
+    /// Entry hook, miss hook, miss stubs (their addresses are relocations).
+    hooks: (bool, bool, bool),
     tail_jumps: bool,
 }
 
@@ -100,17 +91,9 @@ impl TemplateKey {
             hooks: (
                 hooks.entry.is_some(),
                 hooks.miss.is_some(),
-                (!hooks.is_none()).then(|| ConstClass::of(hooks.cookie)),
+                hooks.miss_tail.is_some(),
             ),
             tail_jumps,
-        }
-    }
-
-    /// The hooks to compile the template with: the cookie is a placeholder.
-    pub(crate) fn placeholder_hooks(&self, hooks: &Hooks) -> Hooks {
-        Hooks {
-            cookie: self.hooks.2.map_or(0, ConstClass::cookie_placeholder),
-            ..*hooks
         }
     }
 
@@ -128,18 +111,11 @@ impl TemplateKey {
     }
 }
 
-/// Which constant a placeholder stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Constant {
-    Slot(usize),
-    Cookie,
-}
-
 /// A compiled thunk with placeholders and where they are.
 pub(crate) struct Template {
     thunk: CompiledThunk,
-    /// (offset, width, constant) of every placeholder occurrence.
-    sites: Vec<(usize, usize, Constant)>,
+    /// (offset, width, slot) of every placeholder occurrence.
+    sites: Vec<(usize, usize, usize)>,
 }
 
 impl Template {
@@ -149,23 +125,13 @@ impl Template {
     pub(crate) fn new(key: &TemplateKey, thunk: CompiledThunk) -> Option<Self> {
         let code = thunk.unlinked_code();
         let mut sites = Vec::new();
-        let constants = key
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(k, &(_, class))| (Constant::Slot(k), class.placeholder(k), class))
-            .chain(
-                key.hooks
-                    .2
-                    .map(|class| (Constant::Cookie, class.cookie_placeholder(), class)),
-            );
-        for (constant, value, class) in constants {
+        for (k, &(_, class)) in key.shape.iter().enumerate() {
             let width = class.width();
-            let needle = &value.to_le_bytes()[..width];
+            let needle = &class.placeholder(k).to_le_bytes()[..width];
             let before = sites.len();
             for off in 0..code.len().saturating_sub(width - 1) {
                 if &code[off..off + width] == needle {
-                    sites.push((off, width, constant));
+                    sites.push((off, width, k));
                 }
             }
             if sites.len() == before {
@@ -183,12 +149,8 @@ impl Template {
     /// A thunk for `slots` and `hooks` (of this template's shape).
     pub(crate) fn instantiate(&self, slots: &[SlotPlan], hooks: &Hooks) -> CompiledThunk {
         let mut code = self.thunk.unlinked_code().to_vec();
-        for &(off, width, constant) in &self.sites {
-            let value = match constant {
-                Constant::Slot(k) => slots[k].target,
-                Constant::Cookie => hooks.cookie,
-            };
-            code[off..off + width].copy_from_slice(&value.to_le_bytes()[..width]);
+        for &(off, width, k) in &self.sites {
+            code[off..off + width].copy_from_slice(&slots[k].target.to_le_bytes()[..width]);
         }
         let slots: Vec<SlotPlan> = slots
             .iter()

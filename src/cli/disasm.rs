@@ -4,7 +4,7 @@ use std::io::{ErrorKind, Write as _};
 
 use clap::Args;
 use hotcall::jit::{Branch, MAX_SLOTS};
-use hotcall::{Arch, ThunkSig};
+use hotcall::{Arch, Counting, ThunkSig};
 
 use super::CliResult;
 use super::listing::{CODE_BASE, ThunkListing};
@@ -33,14 +33,28 @@ pub struct DisasmArgs {
     /// instead of tail-jumping to the target (`jmp rel32` / `b`).
     #[arg(long)]
     no_tail_jumps: bool,
+
+    /// Counting hooks, as learning sites use them: `none`, `misses` (a
+    /// stable site's lean thunk) or `all` (a site being profiled).
+    #[arg(long, value_name = "WHAT", default_value = "none", value_parser = parse_counting)]
+    count: Counting,
 }
 
-fn parse_arch(s: &str) -> Result<Arch, String> {
+fn parse_counting(s: &str) -> Result<Counting, String> {
+    match s {
+        "none" => Ok(Counting::None),
+        "misses" => Ok(Counting::Misses),
+        "all" => Ok(Counting::All),
+        _ => Err(format!("`{s}`: expected none, misses or all")),
+    }
+}
+
+pub(super) fn parse_arch(s: &str) -> Result<Arch, String> {
     s.parse()
         .map_err(|_| format!("unknown architecture `{s}` (expected x86_64 or aarch64)"))
 }
 
-fn parse_sig(s: &str) -> Result<ThunkSig, String> {
+pub(super) fn parse_sig(s: &str) -> Result<ThunkSig, String> {
     s.parse().map_err(|e: hotcall::JitError| e.to_string())
 }
 
@@ -61,8 +75,15 @@ pub fn run(args: &DisasmArgs) -> CliResult {
         Some(a) => a,
         None => Arch::host().ok_or("the host is not x86_64 or aarch64: pass --arch")?,
     };
-    let listing = ThunkListing::build(arch, &args.sig, args.slots, args.far, !args.no_tail_jumps)
-        .map_err(|e| format!("cannot build the thunk: {e}"))?;
+    let listing = ThunkListing::build(
+        arch,
+        &args.sig,
+        args.slots,
+        args.far,
+        !args.no_tail_jumps,
+        args.count,
+    )
+    .map_err(|e| format!("cannot build the thunk: {e}"))?;
     let out = format!("{}\n{}\n", listing.text(), summary(&listing));
     // A closed pipe (`| head`) is not an error worth a message.
     match std::io::stdout().lock().write_all(out.as_bytes()) {
@@ -81,10 +102,10 @@ fn summary(listing: &ThunkListing) -> String {
     let indirect = listing
         .insns
         .iter()
-        .filter(|i| i.branch == Branch::IndirectCall)
+        .filter(|i| matches!(i.branch, Branch::IndirectCall | Branch::IndirectJump))
         .count();
     format!(
-        "calls: {} direct (call or tail jump){}, {indirect} indirect (code linked at {CODE_BASE:#x}; targets are virtual)",
+        "calls: {} direct (call or tail jump){}, {indirect} indirect (call or tail jump) (code linked at {CODE_BASE:#x}; targets are virtual)",
         direct.len(),
         if direct.is_empty() {
             String::new()

@@ -12,8 +12,8 @@
 use std::fmt::Write as _;
 
 use hotcall::jit::disasm::{self, Insn};
-use hotcall::jit::{CompilerOptions, Placement, ThunkCompiler};
-use hotcall::{Arch, JitError, ThunkSig};
+use hotcall::jit::{CompilerOptions, Hooks, MissForm, Placement, ThunkCompiler};
+use hotcall::{Arch, Counting, JitError, ThunkSig};
 
 /// Where the thunk is linked.
 pub const CODE_BASE: u64 = 0x1000_0000;
@@ -36,6 +36,30 @@ pub fn far_stride(arch: Arch) -> u64 {
     }
 }
 
+/// Virtual addresses of a site's counting-hook stubs (entry, miss, and the
+/// miss stub of register r at `MISS_STUBS + 16 r`), in the same code memory
+/// as the thunk.
+pub const ENTRY_HOOK: u64 = CODE_BASE + CODE_SPAN - 0x400;
+pub const MISS_HOOK: u64 = CODE_BASE + CODE_SPAN - 0x3f0;
+pub const MISS_STUBS: u64 = CODE_BASE + CODE_SPAN - 0x200;
+
+/// The hooks a thunk counting `counting` calls in listings.
+pub fn listing_hooks(counting: Counting) -> Hooks {
+    match counting {
+        Counting::None => Hooks::NONE,
+        Counting::Misses => Hooks {
+            entry: None,
+            miss: Some(MISS_HOOK),
+            miss_tail: Some(std::array::from_fn(|r| MISS_STUBS + 16 * r as u64)),
+        },
+        Counting::All => Hooks {
+            entry: Some(ENTRY_HOOK),
+            miss: None,
+            miss_tail: None,
+        },
+    }
+}
+
 /// The virtual address promoted in slot `slot`.
 pub fn target_addr(arch: Arch, slot: usize, far: bool) -> u64 {
     let stride = if far { far_stride(arch) } else { NEAR_STRIDE };
@@ -52,18 +76,24 @@ pub struct ThunkListing {
     pub code_len: u64,
     /// The bytes after the code (x86-64 constant pool), rendered.
     data: String,
+    /// How the miss path reaches the target (read by `tests/golden.rs`,
+    /// which includes this file; the CLI prints it in the header).
+    #[allow(dead_code)]
+    pub miss: MissForm,
 }
 
 impl ThunkListing {
     /// Compiles the thunk for `sig` on `arch` with `slots` promoted targets
     /// at the virtual placement (out of direct range if `far`); hits
-    /// tail-jump to their targets where sound if `tail_jumps`.
+    /// tail-jump to their targets where sound if `tail_jumps`; the thunk
+    /// calls the counting hooks `counting` asks for.
     pub fn build(
         arch: Arch,
         sig: &ThunkSig,
         slots: usize,
         far: bool,
         tail_jumps: bool,
+        counting: Counting,
     ) -> Result<Self, JitError> {
         let targets: Vec<u64> = (0..slots).map(|k| target_addr(arch, k, far)).collect();
         let placement = Placement {
@@ -75,7 +105,8 @@ impl ThunkListing {
             ..CompilerOptions::default()
         };
         let mut compiler = ThunkCompiler::new(arch, options)?;
-        let compiled = compiler.compile(sig, &targets, placement)?;
+        let compiled =
+            compiler.compile_with_hooks(sig, &targets, &listing_hooks(counting), placement)?;
         let code = compiled.link(CODE_BASE)?;
         // Only what control flow reaches: never the x86-64 constant pool.
         let insns = disasm::disassemble_reachable(arch, &code, CODE_BASE)?;
@@ -101,12 +132,29 @@ impl ThunkListing {
                 s.form.name()
             );
         }
-        let _ = writeln!(header, "  miss: indirect call through the target argument");
+        match counting {
+            Counting::None => {}
+            Counting::Misses => {
+                let _ = writeln!(header, "  counting: misses");
+            }
+            Counting::All => {
+                let _ = writeln!(header, "  counting: every call (hook at {ENTRY_HOOK:#x})");
+            }
+        }
+        let miss = match compiled.miss_form() {
+            MissForm::Call => "indirect call through the target argument".to_string(),
+            MissForm::TailJump => "tail jump through the target argument".to_string(),
+            MissForm::CountingTailJump => {
+                "tail jump to the site's miss stub, which counts and jumps on".to_string()
+            }
+        };
+        let _ = writeln!(header, "  miss: {miss}");
         Ok(ThunkListing {
             header,
             insns,
             code_len: code.len() as u64,
             data,
+            miss: compiled.miss_form(),
         })
     }
 

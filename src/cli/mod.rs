@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod disasm;
+mod isa_report;
 mod listing;
 mod measure;
 
@@ -28,6 +29,9 @@ enum Command {
     /// Compare dispatch strategies on the standard workloads: timing with
     /// confidence intervals, optional callgrind counts, JSON, SVG, Markdown.
     Bench(Box<bench::BenchArgs>),
+    /// Bytes and instructions per path of thunks with 0 to 8 slots, x86-64
+    /// and aarch64 side by side (executed under qemu-user).
+    IsaReport(isa_report::IsaReportArgs),
     /// A quick timing of one promoted site against direct and plain
     /// indirect calls.
     Demo,
@@ -41,6 +45,7 @@ pub fn run() -> ExitCode {
         None => bench::run_default(),
         Some(Command::Bench(args)) => bench::run(&args),
         Some(Command::Disasm(args)) => disasm::run(&args),
+        Some(Command::IsaReport(args)) => isa_report::run(&args),
         Some(Command::Demo) => demo::run(),
     };
     match result {

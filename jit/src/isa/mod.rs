@@ -3,7 +3,8 @@
 //! Each ISA lives in its own folder with the same shape: `mod.rs` implements
 //! [`IsaBackend`] (call reach, relocation patching, poison bytes, decoding of
 //! calls for the tests) and `icache.rs` holds the host-only cache
-//! maintenance. The thunk IR in [`crate::ir`] is the same for both; only
+//! maintenance (on aarch64 built from `maintenance.rs`, the same routine as
+//! encoded words, compiled on every host for the emulated tests). The thunk IR in [`crate::ir`] is the same for both; only
 //! these details change.
 
 use std::fmt;
@@ -121,7 +122,14 @@ pub trait IsaBackend: Send + Sync {
     /// pointer first) passes everything in registers. Only then may a hit
     /// tail-jump to its target: with stack arguments, the thunk's incoming
     /// stack layout differs from the one the target expects.
-    fn args_in_registers(&self, thunk_params: &[ValType]) -> bool;
+    fn args_in_registers(&self, thunk_params: &[ValType]) -> bool {
+        let (ints, floats) = count_classes(thunk_params);
+        let (int_regs, float_regs) = self.arg_registers();
+        ints <= int_regs && floats <= float_regs
+    }
+
+    /// Argument registers of the C ABI: `(integer, float)`.
+    fn arg_registers(&self) -> (usize, usize);
 
     /// Rewrites a direct call followed by the frame epilogue and a return
     /// into the epilogue followed by a direct *jump*, in place and at the
@@ -141,8 +149,104 @@ pub trait IsaBackend: Send + Sync {
     /// whatever is allocated there next.
     fn poison_pattern(&self) -> &'static [u8];
 
+    /// A site's counting-hook stub, to be placed at `place`. Thunks call it
+    /// with `preserve_all` (nothing may change but the stack below it) and
+    /// the target passed as the argument at `target`; it puts the site's
+    /// `cookie` and the target on the stack and jumps to `bridge`, which
+    /// records, restores, and returns to the thunk (see
+    /// `hotcall_policy::counters::hook` for the bridge's side).
+    ///
+    /// * x86-64: `push imm32 cookie; push <target>; jmp bridge`. On entry to
+    ///   the bridge `[rsp]` is the target, `[rsp+8]` the cookie, `[rsp+16]`
+    ///   the return address.
+    /// * aarch64: `stp x16, x17, [sp, #-16]!; movz/movk x16, cookie;
+    ///   mov/ldr x17, <target>; stp x16, x17, [sp, #-16]!; b bridge`. On
+    ///   entry to the bridge `[sp]` is the cookie, `[sp+8]` the target,
+    ///   `[sp+16]` and `[sp+24]` the caller's x16 and x17.
+    ///
+    /// Beyond direct reach the jump goes through a literal address.
+    fn hook_stub(&self, cookie: u32, bridge: u64, place: u64, target: ArgLoc) -> Vec<u8>;
+
+    /// Rewrites the miss path's `call *reg` followed by the frame epilogue
+    /// and `ret`, which starts at `at` in `code`, into the epilogue followed
+    /// by a jump to the target, in place (the tail is filled with traps):
+    /// `jmp *reg` / `br xN`, or with `stub`, a direct jump to the site's
+    /// miss stub for `reg` (whose relocation offset is returned). Returns
+    /// the register, or `None` (code untouched) if the bytes are not exactly
+    /// that pattern or, with `stub`, if the register has no stub.
+    fn rewrite_miss_as_tail_jump(
+        &self,
+        code: &mut [u8],
+        at: usize,
+        stub: bool,
+    ) -> Option<(u8, Option<u32>)>;
+
+    /// The code a counting thunk starts with: a direct call to the site's
+    /// entry stub that leaves every register and the stack as the caller
+    /// left them (x86-64: `call rel32`; aarch64: the frame record is saved
+    /// around `bl`, which overwrites the link register). Returns the bytes,
+    /// the call's relocation offset and addend.
+    fn entry_hook_prefix(&self) -> (Vec<u8>, u32, i64);
+
+    /// The relocation addend of a direct jump written by
+    /// [`Self::rewrite_miss_as_tail_jump`] (as Cranelift would emit it).
+    fn jump_addend(&self) -> i64;
+
+    /// Registers that have miss stubs: caller-saved registers a thunk may
+    /// hold the target in at its miss call, which a stub may read before
+    /// touching anything.
+    fn miss_stub_registers(&self) -> &'static [u8];
+
     /// Classifies one instruction decoded by capstone.
     fn classify(&self, mnemonic: &str, op_str: &str) -> Branch;
+}
+
+/// Most bytes [`IsaBackend::hook_stub`] produces on any ISA.
+pub const HOOK_STUB_MAX: usize = 32;
+
+/// Where a hook stub finds the target address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgLoc {
+    /// The `n`-th integer argument register (x86-64: rdi, rsi, rdx, rcx,
+    /// r8, r9; aarch64: x0-x7).
+    Reg(usize),
+    /// The `n`-th 8-byte stack argument slot.
+    Stack(usize),
+    /// The general-purpose register with this hardware number (x86-64: 0 is
+    /// rax, ..., 15 is r15; aarch64: xN).
+    Hw(u8),
+}
+
+/// Most general-purpose registers of either ISA: the size of a miss stub
+/// table indexed by hardware register number.
+pub const GPRS: usize = 32;
+
+/// How a thunk's miss path reaches the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissForm {
+    /// Cranelift's shape: an indirect call, and the target returns into the
+    /// thunk.
+    Call,
+    /// The frame is torn down and the thunk jumps to the target through the
+    /// register holding it: the target returns straight to the caller.
+    TailJump,
+    /// As `TailJump`, but through the site's miss stub for that register,
+    /// which counts the miss on the way (lean counting thunks).
+    CountingTailJump,
+}
+
+/// Where a thunk's miss hook finds the target: the hook takes the target's
+/// own arguments (where the miss path's indirect call wants them) followed
+/// by the target address, an integer argument after all the others.
+pub fn miss_hook_target(backend: &dyn IsaBackend, sig: &crate::types::ThunkSig) -> ArgLoc {
+    let (ints, floats) = count_classes(sig.params());
+    let (int_regs, float_regs) = backend.arg_registers();
+    if ints < int_regs {
+        ArgLoc::Reg(ints)
+    } else {
+        ArgLoc::Stack((ints - int_regs) + floats.saturating_sub(float_regs))
+    }
 }
 
 /// Counts integer-class and float-class parameters.

@@ -1,54 +1,75 @@
-//! The bridges generated code calls to count: `preserve_all` on the outside,
-//! the C ABI on the inside.
+//! The bridges generated code reaches to count: `preserve_all` on the
+//! outside, the C ABI on the inside.
 //!
 //! A thunk's hook call must not disturb the thunk: its arguments are live
-//! in registers around the call, and its hit paths must keep their shape
-//! (no callee-saved registers to restore before a tail jump). So the thunk
-//! declares the hooks with Cranelift's `preserve_all` calling convention,
-//! whose call sites clobber nothing, and these naked bridges keep that
-//! promise: they save every register a C function may clobber (integer and
-//! vector), call the Rust recorder with the two arguments still in place,
-//! restore everything and return. They are also valid C functions (they
-//! take their arguments in the C registers and preserve a superset).
+//! in registers around the call, and its hit paths must keep their shape.
+//! So the thunk declares the hook with Cranelift's `preserve_all` calling
+//! convention (call sites clobber nothing) and passes arguments where they
+//! already are. The call goes to a per-site *stub* in code memory
+//! (`hotcall_jit::IsaBackend::hook_stub`) that knows where that site's
+//! thunks pass the target, puts the site's cookie and the target on the
+//! stack, and jumps here:
+//!
+//! * x86-64: on entry `[rsp]` is the target, `[rsp+8]` the cookie and
+//!   `[rsp+16]` the return address into the thunk. The bridge drops the
+//!   two words before returning.
+//! * aarch64: on entry `[sp]` is the cookie, `[sp+8]` the target, and
+//!   `[sp+16]`, `[sp+24]` the caller's x16 and x17, which the stub used;
+//!   the bridge drops the two words and restores x16 and x17.
+//!
+//! The bridges save every register a C function may clobber (integer and
+//! all 128 bits of every vector register), call the Rust recorder with
+//! `(cookie, target)`, restore everything and return to the thunk.
 //!
 //! x86-64 runs here; the aarch64 bridge is compiled only on aarch64 hosts.
 
 use super::local::{record_call, record_miss};
 
-/// `preserve_all` bridge to [`record_call`] (the counting thunk's entry
-/// hook). Generated code calls it with `(cookie, target)`.
+/// Bridge to [`record_call`] (the counting thunk's entry hook).
 ///
 /// # Safety
-/// Callable like `extern "C" fn(u64, u64)` with a 16-byte aligned stack at
-/// the call; preserves every general-purpose and vector register.
+/// Reached only by a jump from a hook stub, in the stub's state (see the
+/// module docs).
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
-pub unsafe extern "C" fn record_call_preserve_all(cookie: u64, target: u64) {
-    core::arch::naked_asm!(
-        x86_64_bridge!(),
-        recorder = sym record_call,
-    )
+pub unsafe extern "C" fn record_call_bridge() {
+    core::arch::naked_asm!(x86_64_bridge!(), recorder = sym record_call)
 }
 
-/// `preserve_all` bridge to [`record_miss`] (the lean thunk's miss hook).
+/// Bridge to [`record_miss`] (the lean thunk's miss hook).
 ///
 /// # Safety
-/// As for [`record_call_preserve_all`].
+/// As for [`record_call_bridge`].
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
-pub unsafe extern "C" fn record_miss_preserve_all(cookie: u64, target: u64) {
-    core::arch::naked_asm!(
-        x86_64_bridge!(),
-        recorder = sym record_miss,
-    )
+pub unsafe extern "C" fn record_miss_bridge() {
+    core::arch::naked_asm!(x86_64_bridge!(), recorder = sym record_miss)
 }
 
 /// Saves rax, rcx, rdx, rsi, rdi, r8-r11 and xmm0-15 (everything SysV lets
-/// a callee clobber), aligns the stack, calls `{recorder}` with rdi/rsi
-/// untouched, and restores.
+/// a callee clobber), aligns the stack, calls `{recorder}(cookie, target)`
+/// with the two words the stub pushed, restores, drops those words and
+/// returns (or, `tail`, jumps to the target).
 #[cfg(target_arch = "x86_64")]
 macro_rules! x86_64_bridge {
     () => {
+        concat!(
+            x86_64_bridge!(body),
+            "
+         lea rsp, [rsp + 16]
+         ret"
+        )
+    };
+    (tail) => {
+        concat!(
+            x86_64_bridge!(body),
+            "
+         mov r11, [rsp]
+         lea rsp, [rsp + 16]
+         jmp r11"
+        )
+    };
+    (body) => {
         "push rbp
          mov rbp, rsp
          push rax
@@ -78,6 +99,8 @@ macro_rules! x86_64_bridge {
          movaps [rsp + 208], xmm13
          movaps [rsp + 224], xmm14
          movaps [rsp + 240], xmm15
+         mov rsi, [rbp + 8]
+         mov rdi, [rbp + 16]
          call {recorder}
          movaps xmm0, [rsp + 0]
          movaps xmm1, [rsp + 16]
@@ -105,39 +128,72 @@ macro_rules! x86_64_bridge {
          pop rdx
          pop rcx
          pop rax
-         pop rbp
-         ret"
+         pop rbp"
     };
 }
 #[cfg(target_arch = "x86_64")]
 use x86_64_bridge;
 
-/// `preserve_all` bridge to [`record_call`] on aarch64.
+/// Bridge to [`record_miss`] for a miss that tail-jumps: after recording
+/// it jumps to the target (the frame of the thunk is already gone, so the
+/// target returns to the thunk's caller). It uses r11, which the C ABI lets
+/// any call clobber and passes nothing in, to make the jump.
 ///
 /// # Safety
-/// Callable like `extern "C" fn(u64, u64)`; preserves x0-x18, x29, x30 and
-/// all 128 bits of v0-v31.
+/// Reached only by a jump from a miss stub, in the stub's state (see the
+/// module docs), with the thunk's frame torn down.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+pub unsafe extern "C" fn record_miss_tail_bridge() {
+    core::arch::naked_asm!(x86_64_bridge!(tail), recorder = sym record_miss)
+}
+
+/// Bridge to [`record_call`] on aarch64.
+///
+/// # Safety
+/// Reached only by a branch from a hook stub, in the stub's state (see the
+/// module docs).
 #[cfg(target_arch = "aarch64")]
 #[unsafe(naked)]
-pub unsafe extern "C" fn record_call_preserve_all(cookie: u64, target: u64) {
+pub unsafe extern "C" fn record_call_bridge() {
     core::arch::naked_asm!(aarch64_bridge!(), recorder = sym record_call)
 }
 
-/// `preserve_all` bridge to [`record_miss`] on aarch64.
+/// Bridge to [`record_miss`] on aarch64.
 ///
 /// # Safety
-/// As for [`record_call_preserve_all`].
+/// As for [`record_call_bridge`].
 #[cfg(target_arch = "aarch64")]
 #[unsafe(naked)]
-pub unsafe extern "C" fn record_miss_preserve_all(cookie: u64, target: u64) {
+pub unsafe extern "C" fn record_miss_bridge() {
     core::arch::naked_asm!(aarch64_bridge!(), recorder = sym record_miss)
 }
 
-/// Saves the frame record, x0-x18 and q0-q31, calls `{recorder}` with x0/x1
-/// untouched, restores. The stack stays 16-byte aligned throughout.
+/// Saves the frame record, x0-x18 and q0-q31, calls `{recorder}(cookie,
+/// target)` with the two words the stub pushed, restores, drops those words
+/// and restores the x16/x17 the stub saved. The stack stays 16-byte aligned
+/// throughout.
 #[cfg(target_arch = "aarch64")]
 macro_rules! aarch64_bridge {
     () => {
+        concat!(
+            aarch64_bridge!(body),
+            "
+         add sp, sp, #16
+         ldp x16, x17, [sp], #16
+         ret"
+        )
+    };
+    (tail) => {
+        concat!(
+            aarch64_bridge!(body),
+            "
+         ldr x16, [sp, #8]
+         add sp, sp, #32
+         br x16"
+        )
+    };
+    (body) => {
         "stp x29, x30, [sp, #-16]!
          mov x29, sp
          stp x0, x1, [sp, #-16]!
@@ -167,6 +223,7 @@ macro_rules! aarch64_bridge {
          stp q26, q27, [sp, #416]
          stp q28, q29, [sp, #448]
          stp q30, q31, [sp, #480]
+         ldp x0, x1, [x29, #16]
          bl {recorder}
          ldp q0, q1, [sp, #0]
          ldp q2, q3, [sp, #32]
@@ -195,22 +252,46 @@ macro_rules! aarch64_bridge {
          ldp x4, x5, [sp], #16
          ldp x2, x3, [sp], #16
          ldp x0, x1, [sp], #16
-         ldp x29, x30, [sp], #16
-         ret"
+         ldp x29, x30, [sp], #16"
     };
 }
 #[cfg(target_arch = "aarch64")]
 use aarch64_bridge;
 
-/// Addresses of the two bridges for the code generator: `(entry hook, miss
-/// hook)`, or `None` on an ISA without bridges.
-pub fn hook_addresses() -> Option<(u64, u64)> {
+/// Bridge to [`record_miss`] for a miss that tail-jumps, on aarch64: after
+/// recording it branches to the target through x16 (an intra-procedure-call
+/// scratch register, which AAPCS64 lets any call clobber); x17 is not
+/// restored either.
+///
+/// # Safety
+/// Reached only by a branch from a miss stub, in the stub's state (see the
+/// module docs), with the thunk's frame torn down.
+#[cfg(target_arch = "aarch64")]
+#[unsafe(naked)]
+pub unsafe extern "C" fn record_miss_tail_bridge() {
+    core::arch::naked_asm!(aarch64_bridge!(tail), recorder = sym record_miss)
+}
+
+/// Addresses of the bridges hook stubs jump to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bridges {
+    /// Counts a call, returns to the thunk.
+    pub entry: u64,
+    /// Counts a miss, returns to the thunk.
+    pub miss: u64,
+    /// Counts a miss, jumps on to the target.
+    pub miss_tail: u64,
+}
+
+/// The bridges of this ISA, or `None` on an ISA without them.
+pub fn bridge_addresses() -> Option<Bridges> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        Some((
-            record_call_preserve_all as *const () as u64,
-            record_miss_preserve_all as *const () as u64,
-        ))
+        Some(Bridges {
+            entry: record_call_bridge as *const () as u64,
+            miss: record_miss_bridge as *const () as u64,
+            miss_tail: record_miss_tail_bridge as *const () as u64,
+        })
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
@@ -232,10 +313,11 @@ mod tests {
         out
     }
 
-    /// Calls a bridge with every caller-saved register holding a distinct
-    /// value and checks that every one comes back unchanged (what
-    /// `preserve_all` call sites in generated code rely on), and that the
-    /// call was counted.
+    /// Calls a bridge through a stub with every caller-saved register
+    /// holding a distinct value and checks that every one comes back
+    /// unchanged (what `preserve_all` call sites in generated code rely
+    /// on), that the stack is balanced (the asm would crash otherwise), and
+    /// that the call was counted for the cookie's site.
     #[test]
     fn the_bridges_preserve_every_register() {
         let config = CounterConfig::default();
@@ -245,7 +327,7 @@ mod tests {
             let cookie = site.cookie().value();
             let target = 0xaaaa_u64;
             let gpr_in = [
-                0x1111_u64, 0x2222, 0x3333, target, cookie, 0x8888, 0x9999, 0xa0a0, 0xb0b0,
+                0x1111_u64, 0x2222, 0x3333, 0x4444, 0x5555, 0x8888, 0x9999, 0xa0a0, 0xb0b0,
             ];
             let [
                 mut rax,
@@ -281,14 +363,23 @@ mod tests {
             ] = xmm_in;
             macro_rules! call_bridge {
                 ($f:path) => {
-                    // SAFETY: the bridge takes (cookie, target) in rdi/rsi
-                    // like a C function, and every register it could
-                    // touch is declared as an in/out operand; the stack is
+                    // SAFETY: the asm calls a local copy of a hook stub
+                    // (push the cookie and the target, jump to the bridge)
+                    // as generated code does; every register the bridge
+                    // could touch is an in/out operand, and the stack is
                     // aligned for a call (no `nostack`).
                     unsafe {
                         core::arch::asm!(
-                            "call {f}",
+                            "call 2f",
+                            "jmp 3f",
+                            "2:",
+                            "push r12",
+                            "push r13",
+                            "jmp {f}",
+                            "3:",
                             f = sym $f,
+                            in("r12") cookie,
+                            in("r13") target,
                             inout("rax") rax, inout("rcx") rcx, inout("rdx") rdx,
                             inout("rsi") rsi, inout("rdi") rdi, inout("r8") r8,
                             inout("r9") r9, inout("r10") r10, inout("r11") r11,
@@ -303,9 +394,9 @@ mod tests {
                 };
             }
             if bridge == 0 {
-                call_bridge!(record_call_preserve_all);
+                call_bridge!(record_call_bridge);
             } else {
-                call_bridge!(record_miss_preserve_all);
+                call_bridge!(record_miss_bridge);
             }
             assert_eq!([rax, rcx, rdx, rsi, rdi, r8, r9, r10, r11], gpr_in);
             let out = [
@@ -325,5 +416,88 @@ mod tests {
                 assert_eq!(c.misses, 1, "record_miss counted");
             }
         }
+    }
+
+    /// A target that returns at once and touches nothing.
+    #[unsafe(naked)]
+    extern "C" fn ret_only() {
+        core::arch::naked_asm!("ret")
+    }
+
+    /// The tail bridge: through a stub entered with the thunk's frame gone,
+    /// it counts the miss and jumps to the target with every register as
+    /// the thunk left it but r11, which the C ABI lets a call clobber.
+    #[test]
+    fn the_tail_bridge_counts_and_jumps_on_with_registers_intact() {
+        let config = CounterConfig::default();
+        let site = SiteCounters::new(config);
+        site.begin_epoch(&[], config);
+        let cookie = site.cookie().value();
+        let target = ret_only as *const () as u64;
+        let gpr_in = [0x11_u64, 0x22, 0x33, 0x44, 0x55, 0x88, 0x99, 0xa0];
+        let [
+            mut rax,
+            mut rcx,
+            mut rdx,
+            mut rsi,
+            mut rdi,
+            mut r8,
+            mut r9,
+            mut r10,
+        ] = gpr_in;
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        let x = |k: i64| unsafe { _mm_set_epi64x(k * 0x0303_0303 + 1, -k - 9) };
+        let xmm_in: [__m128i; 8] = core::array::from_fn(|k| x(k as i64));
+        let [
+            mut x0,
+            mut x1,
+            mut x2,
+            mut x3,
+            mut x4,
+            mut x5,
+            mut x6,
+            mut x7,
+        ] = xmm_in;
+        // SAFETY: a local copy of a miss stub (push the cookie and the
+        // target, jump to the bridge), entered by a call as if the thunk had
+        // torn down its frame and jumped; the bridge jumps to `ret_only`,
+        // which returns to the `jmp 3f`. Every register the bridge could
+        // touch is an operand or clobbered; the stack is aligned for a call.
+        unsafe {
+            core::arch::asm!(
+                "call 2f",
+                "jmp 3f",
+                "2:",
+                "push r12",
+                "push r13",
+                "jmp {f}",
+                "3:",
+                f = sym record_miss_tail_bridge,
+                in("r12") cookie,
+                in("r13") target,
+                inout("rax") rax, inout("rcx") rcx, inout("rdx") rdx,
+                inout("rsi") rsi, inout("rdi") rdi, inout("r8") r8,
+                inout("r9") r9, inout("r10") r10, out("r11") _,
+                inout("xmm0") x0, inout("xmm1") x1, inout("xmm2") x2,
+                inout("xmm3") x3, inout("xmm4") x4, inout("xmm5") x5,
+                inout("xmm6") x6, inout("xmm7") x7,
+                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+            )
+        }
+        assert_eq!([rax, rcx, rdx, rsi, rdi, r8, r9, r10], gpr_in);
+        for (k, (o, i)) in [x0, x1, x2, x3, x4, x5, x6, x7]
+            .iter()
+            .zip(&xmm_in)
+            .enumerate()
+        {
+            assert_eq!(lanes(*o), lanes(*i), "xmm{k}");
+        }
+        let c = site.snapshot();
+        assert_eq!(
+            (c.misses, c.candidate(target)),
+            (1, 1),
+            "the miss was counted"
+        );
     }
 }

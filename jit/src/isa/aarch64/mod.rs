@@ -6,11 +6,11 @@
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{Arch, Branch, IsaBackend, count_classes, parse_imm_addr};
+use super::{Arch, ArgLoc, Branch, IsaBackend, parse_imm_addr};
 use crate::error::JitError;
-use crate::types::ValType;
 
 pub mod icache;
+pub mod maintenance;
 
 /// The aarch64 backend.
 pub struct Aarch64;
@@ -68,10 +68,9 @@ impl IsaBackend for Aarch64 {
         Ok(())
     }
 
-    fn args_in_registers(&self, thunk_params: &[ValType]) -> bool {
+    fn arg_registers(&self) -> (usize, usize) {
         // AAPCS64: x0-x7 and v0-v7.
-        let (ints, floats) = count_classes(thunk_params);
-        ints <= 8 && floats <= 8
+        (8, 8)
     }
 
     fn rewrite_call_as_tail_jump(&self, code: &mut [u8], offset: u32) -> Option<u32> {
@@ -103,6 +102,98 @@ impl IsaBackend for Aarch64 {
 
     fn poison_pattern(&self) -> &'static [u8] {
         &BRK_POISON_BYTES
+    }
+
+    fn hook_stub(&self, cookie: u32, bridge: u64, place: u64, target: ArgLoc) -> Vec<u8> {
+        const STP_X16_X17_PRE: u32 = 0xa9bf_47f0; // stp x16, x17, [sp, #-16]!
+        const MOVZ_X16: u32 = 0xd280_0010; // movz x16, #imm16
+        const MOVK_X16_16: u32 = 0xf2a0_0010; // movk x16, #imm16, lsl #16
+        const MOV_X17: u32 = 0xaa00_03f1; // orr x17, xzr, xN (N in bits 16..21)
+        const LDR_X17_SP: u32 = 0xf940_03f1; // ldr x17, [sp, #8*imm12]
+        const B: u32 = 0x1400_0000;
+        const LDR_X16_LIT8: u32 = 0x5800_0050; // ldr x16, #8
+        const BR_X16: u32 = 0xd61f_0200; // br x16
+        let load_target = match target {
+            ArgLoc::Reg(n) => MOV_X17 | (n as u32) << 16,
+            ArgLoc::Hw(r) => MOV_X17 | u32::from(r) << 16,
+            // After the first stp, stack argument k is at sp + 16 + 8k.
+            ArgLoc::Stack(k) => LDR_X17_SP | (2 + k as u32) << 10,
+        };
+        let mut words = vec![
+            STP_X16_X17_PRE,
+            MOVZ_X16 | (cookie & 0xffff) << 5,
+            MOVK_X16_16 | (cookie >> 16) << 5,
+            load_target,
+            STP_X16_X17_PRE, // [sp] = cookie, [sp+8] = target
+        ];
+        let b_at = place.wrapping_add(4 * words.len() as u64) as i64;
+        let diff = (bridge as i64).wrapping_sub(b_at);
+        let near = diff & 3 == 0 && (-(1 << 27)..(1 << 27)).contains(&diff);
+        if near {
+            words.push(B | ((diff >> 2) as u32 & 0x03ff_ffff));
+        } else {
+            // x16 and x17 are saved and their values on the stack: free.
+            words.extend([LDR_X16_LIT8, BR_X16]);
+        }
+        let mut code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        if !near {
+            code.extend_from_slice(&bridge.to_le_bytes());
+        }
+        code
+    }
+
+    fn rewrite_miss_as_tail_jump(
+        &self,
+        code: &mut [u8],
+        at: usize,
+        stub: bool,
+    ) -> Option<(u8, Option<u32>)> {
+        // blr xN; ldp x29, x30, [sp], #16; ret
+        //   -> ldp x29, x30, [sp], #16; br xN; brk     (no stub)
+        //   -> ldp x29, x30, [sp], #16; b stub; brk    (counting)
+        const LDP_FP_LR: u32 = 0xa8c1_7bfd;
+        const RET: u32 = 0xd65f_03c0;
+        const BLR: u32 = 0xd63f_0000;
+        const BR: u32 = 0xd61f_0000;
+        const B: u32 = 0x1400_0000;
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(
+                code.get(at + 4 * i..at + 4 * i + 4)?.try_into().ok()?,
+            ))
+        };
+        let (blr, ldp, ret) = (word(0)?, word(1)?, word(2)?);
+        if blr & 0xffff_fc1f != BLR || ldp != LDP_FP_LR || ret != RET {
+            return None;
+        }
+        let reg = ((blr >> 5) & 31) as u8;
+        if matches!(reg, 29 | 30) || (stub && !self.miss_stub_registers().contains(&reg)) {
+            return None;
+        }
+        let jump = if stub { B } else { BR | u32::from(reg) << 5 };
+        code[at..at + 4].copy_from_slice(&LDP_FP_LR.to_le_bytes());
+        code[at + 4..at + 8].copy_from_slice(&jump.to_le_bytes());
+        code[at + 8..at + 12].copy_from_slice(&BRK_POISON_BYTES);
+        Some((reg, stub.then_some(at as u32 + 4)))
+    }
+
+    fn entry_hook_prefix(&self) -> (Vec<u8>, u32, i64) {
+        const STP_FP_LR_PRE: u32 = 0xa9bf_7bfd; // stp x29, x30, [sp, #-16]!
+        const BL: u32 = 0x9400_0000;
+        const LDP_FP_LR_POST: u32 = 0xa8c1_7bfd; // ldp x29, x30, [sp], #16
+        let code = [STP_FP_LR_PRE, BL, LDP_FP_LR_POST]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        (code, 4, 0)
+    }
+
+    fn jump_addend(&self) -> i64 {
+        0
+    }
+
+    fn miss_stub_registers(&self) -> &'static [u8] {
+        // x0-x15: caller-saved, and not x16/x17, which the stub itself uses.
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     }
 
     fn classify(&self, mnemonic: &str, op_str: &str) -> Branch {

@@ -7,9 +7,8 @@
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{Arch, Branch, IsaBackend, count_classes, parse_imm_addr};
+use super::{Arch, ArgLoc, Branch, IsaBackend, parse_imm_addr};
 use crate::error::JitError;
-use crate::types::ValType;
 
 pub mod icache;
 
@@ -60,10 +59,9 @@ impl IsaBackend for X86_64 {
         Ok(())
     }
 
-    fn args_in_registers(&self, thunk_params: &[ValType]) -> bool {
+    fn arg_registers(&self) -> (usize, usize) {
         // System V: six integer registers, eight vector registers.
-        let (ints, floats) = count_classes(thunk_params);
-        ints <= 6 && floats <= 8
+        (6, 8)
     }
 
     fn rewrite_call_as_tail_jump(&self, code: &mut [u8], offset: u32) -> Option<u32> {
@@ -88,6 +86,111 @@ impl IsaBackend for X86_64 {
 
     fn poison_pattern(&self) -> &'static [u8] {
         &[0xCC] // int3
+    }
+
+    fn hook_stub(&self, cookie: u32, bridge: u64, place: u64, target: ArgLoc) -> Vec<u8> {
+        // push imm32 sign-extends: cookies stay below 2^31.
+        assert!(
+            cookie < 1 << 31,
+            "hook cookie {cookie:#x} does not fit push imm32"
+        );
+        let mut code = vec![0x68];
+        code.extend_from_slice(&cookie.to_le_bytes());
+        match target {
+            ArgLoc::Reg(_) | ArgLoc::Hw(_) => {
+                // Integer argument n: rdi, rsi, rdx, rcx, r8, r9.
+                const ARG: [u8; 6] = [7, 6, 2, 1, 8, 9];
+                let r = match target {
+                    ArgLoc::Reg(n) => ARG[n],
+                    ArgLoc::Hw(r) => r,
+                    ArgLoc::Stack(_) => unreachable!(),
+                };
+                if r >= 8 {
+                    code.push(0x41); // REX.B
+                }
+                code.push(0x50 + (r & 7)); // push r64
+            }
+            ArgLoc::Stack(k) => {
+                // Stack argument k sits above the return address and the
+                // cookie just pushed: push qword [rsp + 16 + 8k].
+                let disp = 16 + 8 * k as u32;
+                match u8::try_from(disp).ok().filter(|&d| d < 0x80) {
+                    Some(d) => code.extend_from_slice(&[0xff, 0x74, 0x24, d]),
+                    None => {
+                        code.extend_from_slice(&[0xff, 0xb4, 0x24]);
+                        code.extend_from_slice(&disp.to_le_bytes());
+                    }
+                }
+            }
+        }
+        let next = place.wrapping_add(code.len() as u64 + 5) as i64;
+        match i32::try_from((bridge as i64).wrapping_sub(next)) {
+            Ok(rel) => {
+                code.push(0xe9); // jmp rel32
+                code.extend_from_slice(&rel.to_le_bytes());
+            }
+            Err(_) => {
+                // jmp *0(%rip); .quad bridge
+                code.extend_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+                code.extend_from_slice(&bridge.to_le_bytes());
+            }
+        }
+        code
+    }
+
+    fn rewrite_miss_as_tail_jump(
+        &self,
+        code: &mut [u8],
+        at: usize,
+        stub: bool,
+    ) -> Option<(u8, Option<u32>)> {
+        // [REX.B] ff /2 (call *reg); mov %rbp,%rsp; pop %rbp; ret
+        //   -> leave; jmp *reg            (no stub)
+        //   -> leave; jmp rel32 stub      (counting)
+        const EPILOGUE_RET: [u8; 5] = [0x48, 0x89, 0xec, 0x5d, 0xc3];
+        let window = code.get(at..)?;
+        let (rex, call) = match window.first()? {
+            0x41 => (1, window.get(1..3)?),
+            _ => (0, window.get(..2)?),
+        };
+        if call[0] != 0xff || call[1] & 0xf8 != 0xd0 {
+            return None;
+        }
+        let reg = (call[1] & 7) + 8 * rex as u8;
+        let len = rex + 2 + EPILOGUE_RET.len();
+        if window.get(rex + 2..len)? != EPILOGUE_RET || matches!(reg, 4 | 5) {
+            return None;
+        }
+        if stub && !self.miss_stub_registers().contains(&reg) {
+            return None;
+        }
+        let out = &mut code[at..at + len];
+        out.fill(0xcc);
+        out[0] = 0xc9; // leave
+        if stub {
+            out[1] = 0xe9; // jmp rel32
+            Some((reg, Some(at as u32 + 2)))
+        } else {
+            if rex == 1 {
+                out[1] = 0x41;
+            }
+            out[1 + rex] = 0xff;
+            out[2 + rex] = 0xe0 | (reg & 7); // jmp *reg
+            Some((reg, None))
+        }
+    }
+
+    fn entry_hook_prefix(&self) -> (Vec<u8>, u32, i64) {
+        (vec![0xe8, 0, 0, 0, 0], 1, -4) // call rel32
+    }
+
+    fn jump_addend(&self) -> i64 {
+        -4
+    }
+
+    fn miss_stub_registers(&self) -> &'static [u8] {
+        // rax, rcx, rdx, rsi, rdi, r8-r11: the caller-saved registers.
+        &[0, 1, 2, 6, 7, 8, 9, 10, 11]
     }
 
     fn classify(&self, mnemonic: &str, op_str: &str) -> Branch {

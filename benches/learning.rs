@@ -1,0 +1,173 @@
+//! What learning costs on the call path, in one run (criterion).
+//!
+//! * `stable_*`: a site whose policy has promoted its target and now counts
+//!   only misses (the lean thunk), against the same promotion fixed by hand
+//!   with no counting at all. Goal: at most 5% more.
+//! * `threads_*`: one site called by this thread alone, and while a second
+//!   thread calls the same site flat out; the figure is this thread's time
+//!   per call. Goal: within 10%.
+//! * `bypass` vs `indirect`: a megamorphic site demoted to a plain indirect
+//!   call, against a plain indirect call. Goal: within 5%.
+//!
+//! Latency chains, as in `dispatch`: quote the ratios, not the nanoseconds.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hotcall::{Engine, EngineConfig, PolicyConfig, PolicyState, Site, SiteOptions};
+
+type Callback = extern "C" fn(u64) -> u64;
+
+macro_rules! targets {
+    ($($name:ident = $k:expr),* $(,)?) => {
+        $(#[inline(never)] extern "C" fn $name(x: u64) -> u64 { x.wrapping_mul($k).wrapping_add(1) })*
+    };
+}
+targets!(
+    t0 = 3,
+    t1 = 5,
+    t2 = 7,
+    t3 = 9,
+    t4 = 11,
+    t5 = 13,
+    t6 = 15,
+    t7 = 17,
+    t8 = 19,
+    t9 = 21,
+    t10 = 23,
+    t11 = 25,
+    t12 = 27,
+    t13 = 29,
+    t14 = 31,
+    t15 = 33
+);
+const SIXTEEN: [Callback; 16] = [
+    t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15,
+];
+
+const CHAIN: u64 = 1000;
+
+fn chain(engine: &Engine, site: &Site<Callback>, f: Callback) -> u64 {
+    let pinned = engine.pin();
+    let mut x = black_box(1u64);
+    for _ in 0..CHAIN {
+        x = site.call(&pinned, f, (x,));
+    }
+    x
+}
+
+/// Drives `site` with `stream` and ticks until its policy is in `state`.
+fn learn(
+    engine: &Engine,
+    site: &Site<Callback>,
+    stream: &[Callback],
+    want: fn(PolicyState) -> bool,
+) {
+    for _ in 0..64 {
+        let pinned = engine.pin();
+        for (i, f) in stream.iter().cycle().take(4096).enumerate() {
+            black_box(site.call(&pinned, *f, (i as u64,)));
+        }
+        drop(pinned);
+        engine.tick();
+        if want(site.stats().state) {
+            return;
+        }
+    }
+    panic!("the site never reached the wanted state: {}", site.stats());
+}
+
+fn counting(c: &mut Criterion) {
+    let engine = Engine::with_config(EngineConfig::manual());
+    let learned = engine.named_site::<Callback>("learned");
+    learn(&engine, &learned, &[t0], |s| s == PolicyState::Promoted);
+    let fixed = engine.named_site::<Callback>("fixed");
+    fixed.promote(&[t0]).expect("promote");
+    eprintln!("{}\n{}", learned.stats(), fixed.stats());
+
+    let mut g = c.benchmark_group("learning");
+    g.throughput(criterion::Throughput::Elements(CHAIN));
+    g.bench_function("stable_counting_misses", |b| {
+        b.iter(|| chain(&engine, &learned, black_box(t0)))
+    });
+    g.bench_function("stable_no_counting", |b| {
+        b.iter(|| chain(&engine, &fixed, black_box(t0)))
+    });
+
+    // Megamorphic: 16 targets uniformly; the policy demotes to a bypass.
+    let mega = engine.named_site::<Callback>("megamorphic");
+    learn(&engine, &mega, &SIXTEEN, |s| {
+        matches!(s, PolicyState::Bypass { .. })
+    });
+    g.bench_function("bypass", |b| {
+        b.iter(|| chain(&engine, &mega, black_box(t0)))
+    });
+    g.bench_function("indirect", |b| {
+        let f: Callback = black_box(t0);
+        b.iter(|| {
+            let mut x = black_box(1u64);
+            for _ in 0..CHAIN {
+                x = f(x);
+            }
+            x
+        })
+    });
+    g.finish();
+}
+
+fn threads(c: &mut Criterion) {
+    let engine = Engine::with_config(EngineConfig::manual());
+    let site = engine.site_with::<Callback>(SiteOptions::new().name("shared"));
+    learn(&engine, &site, &[t0, t0, t0, t1], |s| {
+        s == PolicyState::Promoted
+    });
+    let mut g = c.benchmark_group("learning");
+    g.throughput(criterion::Throughput::Elements(CHAIN));
+    // The same mix on both threads: three hits on slot 0 for one on slot 1.
+    let mix = |i: u64| if i % 4 == 3 { t1 as Callback } else { t0 };
+    let run = |n: u64| {
+        let pinned = engine.pin();
+        let mut x = 1u64;
+        for i in 0..n {
+            x = site.call(&pinned, mix(i), (x,));
+        }
+        x
+    };
+    g.bench_function("threads_alone", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(run(CHAIN));
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function("threads_with_a_second_caller", |b| {
+        b.iter_custom(|iters| {
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        black_box(run(CHAIN));
+                    }
+                });
+                // Let the other thread get going.
+                std::thread::sleep(Duration::from_millis(1));
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(run(CHAIN));
+                }
+                let t = start.elapsed();
+                stop.store(true, Ordering::Relaxed);
+                t
+            })
+        })
+    });
+    g.finish();
+    let _ = PolicyConfig::Off;
+}
+
+criterion_group!(benches, counting, threads);
+criterion_main!(benches);
