@@ -27,6 +27,7 @@ mod pin;
 mod signature;
 mod site;
 mod symbols;
+pub mod workload;
 
 pub use engine::{Engine, EngineConfig, EngineStats, Placement};
 pub use error::{Error, JitError};

@@ -1,6 +1,6 @@
-//! `hotcall demo` (also what runs without a subcommand): one site, two
-//! promoted targets, a quick interleaved timing against a direct call and a
-//! plain indirect call. The full harness (`hotcall bench`) is a later issue.
+//! `hotcall demo`: one site, two promoted targets, a quick interleaved
+//! timing against a direct call and a plain indirect call. The full
+//! comparison is `hotcall bench` (what runs without a subcommand).
 
 use std::hint::black_box;
 
@@ -54,7 +54,7 @@ fn through_site(engine: &Engine, site: &Site<Callback>, f: Callback, n: u64) -> 
 pub fn run() -> CliResult {
     println!(
         "hotcall demo: one dispatch site for extern \"C\" fn(u64) -> u64, two targets promoted \
-         (a quick look; the full harness, `hotcall bench`, is a later issue)"
+         (a quick look; the full comparison is `hotcall bench`)"
     );
 
     let engine = Engine::new();

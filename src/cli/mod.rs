@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod disasm;
 mod isa_report;
@@ -12,7 +13,8 @@ mod measure;
 
 /// Run-time indirect call promotion on Cranelift-compiled thunks.
 ///
-/// Without a subcommand, runs `demo`.
+/// Without a subcommand, runs `bench --preset quick` and writes
+/// `report.json`, `report.svg` and `report.md` under `target/hotcall-report/`.
 #[derive(Parser, Debug)]
 #[command(name = "hotcall", version)]
 struct Cli {
@@ -24,11 +26,14 @@ struct Cli {
 enum Command {
     /// Compile a thunk for either ISA at a virtual address and disassemble it.
     Disasm(disasm::DisasmArgs),
+    /// Compare dispatch strategies on the standard workloads: timing with
+    /// confidence intervals, optional callgrind counts, JSON, SVG, Markdown.
+    Bench(Box<bench::BenchArgs>),
     /// Bytes and instructions per path of thunks with 0 to 8 slots, x86-64
     /// and aarch64 side by side (executed under qemu-user).
     IsaReport(isa_report::IsaReportArgs),
-    /// A quick timing of a promoted site against direct and plain indirect
-    /// calls (the default).
+    /// A quick timing of one promoted site against direct and plain
+    /// indirect calls.
     Demo,
 }
 
@@ -36,10 +41,12 @@ enum Command {
 /// code 2 (clap's convention), failures while running with code 1.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Demo) {
-        Command::Disasm(args) => disasm::run(&args),
-        Command::IsaReport(args) => isa_report::run(&args),
-        Command::Demo => demo::run(),
+    let result = match cli.command {
+        None => bench::run_default(),
+        Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::Disasm(args)) => disasm::run(&args),
+        Some(Command::IsaReport(args)) => isa_report::run(&args),
+        Some(Command::Demo) => demo::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
