@@ -12,6 +12,7 @@ use cranelift_codegen::{Context, isa};
 use cranelift_frontend::FunctionBuilderContext;
 
 use crate::error::JitError;
+use crate::hardened::MissTrampolines;
 use crate::ir::{self, CallForm, SlotPlan};
 use crate::isa::{Arch, IsaBackend};
 use crate::template::{Template, TemplateKey};
@@ -38,6 +39,11 @@ pub struct CompilerOptions {
     /// Reuse one compiled template per thunk shape and patch targets into
     /// copies (x86-64; see [`crate::template`]). On by default.
     pub templates: bool,
+    /// Hardened mode: the miss trampolines (`MissTrampolines::host()`)
+    /// through which the miss path calls its target with a retpoline
+    /// instead of an indirect call (see [`crate::hardened`]). They must be
+    /// within direct-call reach of the placement. `None` by default.
+    pub hardened: Option<MissTrampolines>,
 }
 
 impl Default for CompilerOptions {
@@ -46,6 +52,7 @@ impl Default for CompilerOptions {
             verify: cfg!(debug_assertions),
             tail_jumps: true,
             templates: true,
+            hardened: None,
         }
     }
 }
@@ -73,8 +80,14 @@ impl Placement {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallReloc {
     pub offset: u32,
+    /// The slot whose target the call reaches, or [`CallReloc::RETPOLINE`].
     pub slot: usize,
     pub addend: i64,
+}
+
+impl CallReloc {
+    /// The `slot` of a hardened miss path's call to its trampoline.
+    pub const RETPOLINE: usize = usize::MAX;
 }
 
 /// A compiled, not yet placed thunk.
@@ -85,6 +98,8 @@ pub struct CompiledThunk {
     code: Vec<u8>,
     relocs: Vec<CallReloc>,
     slots: Vec<SlotPlan>,
+    /// The miss trampoline the miss path calls (hardened mode).
+    retpoline: Option<u64>,
     compile_time: Duration,
 }
 
@@ -139,7 +154,10 @@ impl CompiledThunk {
         let backend = self.arch.backend();
         let mut code = self.code.clone();
         for r in &self.relocs {
-            let target = self.slots[r.slot].target;
+            let target = match r.slot {
+                CallReloc::RETPOLINE => self.retpoline.expect("hardened thunk has its retpoline"),
+                slot => self.slots[slot].target,
+            };
             backend.patch_direct_call(&mut code, r.offset, place, target, r.addend)?;
         }
         Ok(code)
@@ -259,6 +277,13 @@ impl ThunkCompiler {
     ) -> Result<CompiledThunk, JitError> {
         Self::check_targets(targets)?;
         let reach = self.backend.direct_call_reach();
+        if let Some(tramps) = &self.options.hardened
+            && !placement.reaches(tramps.for_sig(sig), reach)
+        {
+            return Err(JitError::RetpolineOutOfReach {
+                retpoline: tramps.for_sig(sig),
+            });
+        }
         let slots: Vec<SlotPlan> = targets
             .iter()
             .map(|&target| SlotPlan {
@@ -313,6 +338,7 @@ impl ThunkCompiler {
             code,
             relocs,
             slots,
+            retpoline: self.options.hardened.map(|t| t.for_sig(sig)),
             compile_time: start.elapsed(),
         })
     }
@@ -369,6 +395,7 @@ impl ThunkCompiler {
             sig,
             self.isa.frontend_config(),
             slots,
+            self.options.hardened.is_some(),
         );
         let names = self.ctx.func.params.user_named_funcs().clone();
         let compiled = self
@@ -382,7 +409,13 @@ impl ThunkCompiler {
             let slot = match &r.target {
                 FinalizedRelocTarget::ExternalName(ExternalName::User(name)) => {
                     let UserExternalName { namespace, index } = names[*name].clone();
-                    (namespace == 0 && (index as usize) < slots.len()).then_some(index as usize)
+                    match namespace {
+                        0 if (index as usize) < slots.len() => Some(index as usize),
+                        crate::hardened::RETPOLINE_NAMESPACE if self.options.hardened.is_some() => {
+                            Some(CallReloc::RETPOLINE)
+                        }
+                        _ => None,
+                    }
                 }
                 _ => None,
             };
@@ -441,7 +474,7 @@ impl ThunkCompiler {
         if !self.backend.args_in_registers(&thunk_params) {
             return;
         }
-        for r in relocs.iter_mut() {
+        for r in relocs.iter_mut().filter(|r| r.slot != CallReloc::RETPOLINE) {
             let (lo, hi) = self.backend.tail_jump_window(r.offset);
             if bb_starts.iter().any(|&b| b > lo && b < hi) {
                 continue;
@@ -549,6 +582,7 @@ mod tests {
                         verify: true,
                         tail_jumps,
                         templates,
+                        hardened: None,
                     };
                     let mut templated = ThunkCompiler::new(Arch::X86_64, opts(true)).unwrap();
                     let mut fresh = ThunkCompiler::new(Arch::X86_64, opts(false)).unwrap();

@@ -8,6 +8,11 @@
 //!   on release;
 //! * [`coherence`]: instruction-cache maintenance and core serialization;
 //! * [`disasm`]: capstone decoding for the CLI and the tests;
+//! * [`patch`]: the Patch strategy's thunk, compiled once and retargeted
+//!   in place;
+//! * [`text_patch`]: rewriting branches in the host binary's own text
+//!   (static entry stubs);
+//! * [`hardened`], [`retpoline`]: hardened mode's retpolined miss path;
 //! * `template`: one compiled template per thunk shape, patched per use.
 
 pub mod code_memory;
@@ -15,9 +20,13 @@ pub mod coherence;
 pub mod compiler;
 pub mod disasm;
 pub mod error;
+pub mod hardened;
 pub mod ir;
 pub mod isa;
+pub mod patch;
+pub mod retpoline;
 mod template;
+pub mod text_patch;
 pub mod types;
 
 pub use code_memory::{
@@ -26,5 +35,5 @@ pub use code_memory::{
 pub use compiler::{CompiledThunk, CompilerOptions, MAX_SLOTS, Placement, ThunkCompiler};
 pub use error::JitError;
 pub use ir::{CallForm, SlotPlan};
-pub use isa::{Arch, Branch, IsaBackend};
+pub use isa::{Arch, Branch, BranchKind, IsaBackend};
 pub use types::{MAX_PARAMS, ThunkSig, ValType};

@@ -6,11 +6,12 @@
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{Arch, Branch, IsaBackend, count_classes, parse_imm_addr};
+use super::{Arch, Branch, BranchKind, IsaBackend, count_classes, parse_imm_addr};
 use crate::error::JitError;
 use crate::types::ValType;
 
 pub mod icache;
+pub mod patch;
 
 /// The aarch64 backend.
 pub struct Aarch64;
@@ -125,5 +126,17 @@ impl IsaBackend for Aarch64 {
             }
             _ => Branch::Other,
         }
+    }
+
+    fn encode_branch(&self, kind: BranchKind, field: u64, target: u64) -> Result<u32, JitError> {
+        let opcode = match kind {
+            BranchKind::Jump => patch::B,
+            BranchKind::Call => patch::BL,
+        };
+        patch::branch(opcode, field, target)
+    }
+
+    fn decode_branch(&self, field: u64, word: u32) -> u64 {
+        patch::branch_target(field, word)
     }
 }

@@ -7,11 +7,12 @@
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{Arch, Branch, IsaBackend, count_classes, parse_imm_addr};
+use super::{Arch, Branch, BranchKind, IsaBackend, count_classes, parse_imm_addr};
 use crate::error::JitError;
 use crate::types::ValType;
 
 pub mod icache;
+pub mod patch;
 
 /// The x86-64 backend.
 pub struct X86_64;
@@ -106,5 +107,13 @@ impl IsaBackend for X86_64 {
             },
             _ => Branch::Other,
         }
+    }
+
+    fn encode_branch(&self, _kind: BranchKind, field: u64, target: u64) -> Result<u32, JitError> {
+        patch::rel32(field, target)
+    }
+
+    fn decode_branch(&self, field: u64, word: u32) -> u64 {
+        patch::rel32_target(field, word)
     }
 }
