@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use hotcall_jit::hardened::MissTrampolines;
 use hotcall_jit::{
     Arch, CodeMemory, CodeMemoryOptions, CodeMemoryStats, CompilerOptions, ExecutableCode,
     JitError, SlotPlan, ThunkCompiler, ThunkSig,
@@ -35,6 +36,13 @@ pub struct EngineConfig {
     /// instead of running Cranelift for every publish (x86-64; default on).
     /// Off compiles every thunk from scratch, for comparison.
     pub templates: bool,
+    /// Hardened mode (default off): every indirect branch hotcall itself
+    /// emits goes through a retpoline, for hosts built with retpolines:
+    /// thunks' miss paths (through per-arity trampolines, see
+    /// `hotcall_jit::hardened`), sites' calls into their thunks and their
+    /// plain indirect calls (`hotcall::retpoline`), static entries' default
+    /// target. Promoted hits stay direct.
+    pub hardened: bool,
 }
 
 /// Where an engine's code memory goes.
@@ -58,6 +66,7 @@ impl Default for EngineConfig {
             serialize_cores: hotcall_jit::coherence::SERIALIZE_BY_DEFAULT,
             tail_jumps: true,
             templates: true,
+            hardened: false,
         }
     }
 }
@@ -113,6 +122,8 @@ struct Codegen {
 
 pub(crate) struct EngineShared {
     codegen: Result<Codegen, JitError>,
+    /// `EngineConfig::hardened`.
+    pub(crate) hardened: bool,
 }
 
 impl EngineShared {
@@ -171,7 +182,7 @@ impl EngineShared {
 /// Cloning is cheap and shares the engine.
 #[derive(Clone)]
 pub struct Engine {
-    shared: Arc<EngineShared>,
+    pub(crate) shared: Arc<EngineShared>,
 }
 
 impl Engine {
@@ -186,7 +197,10 @@ impl Engine {
     pub fn with_config(config: EngineConfig) -> Self {
         let codegen = Self::codegen(&config);
         Engine {
-            shared: Arc::new(EngineShared { codegen }),
+            shared: Arc::new(EngineShared {
+                codegen,
+                hardened: config.hardened,
+            }),
         }
     }
 
@@ -197,6 +211,7 @@ impl Engine {
         Ok(Engine {
             shared: Arc::new(EngineShared {
                 codegen: Ok(codegen),
+                hardened: config.hardened,
             }),
         })
     }
@@ -215,14 +230,22 @@ impl Engine {
             near,
             serialize_cores: config.serialize_cores,
         })?;
-        let compiler = ThunkCompiler::new(
-            arch,
-            CompilerOptions {
-                verify: config.verify,
-                tail_jumps: config.tail_jumps,
-                templates: config.templates,
-            },
-        )?;
+        let compiler =
+            ThunkCompiler::new(
+                arch,
+                CompilerOptions {
+                    verify: config.verify,
+                    tail_jumps: config.tail_jumps,
+                    templates: config.templates,
+                    hardened: if config.hardened {
+                        Some(MissTrampolines::host().ok_or_else(|| {
+                            JitError::Isa("host", "no retpoline for this ISA".into())
+                        })?)
+                    } else {
+                        None
+                    },
+                },
+            )?;
         Ok(Codegen {
             memory: Arc::new(memory),
             compiler: Mutex::new(compiler),
@@ -243,6 +266,11 @@ impl Engine {
     #[inline]
     pub fn pin(&self) -> Pinned {
         Pinned::new()
+    }
+
+    /// Whether the engine is in hardened mode ([`EngineConfig::hardened`]).
+    pub fn is_hardened(&self) -> bool {
+        self.shared.hardened
     }
 
     /// Whether code generation is available.

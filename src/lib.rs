@@ -21,14 +21,18 @@
 //! assert_eq!(site.call(&pinned, negate, (5,)), -5);  // miss: indirect call
 //! ```
 
+mod abi;
 mod engine;
 mod error;
+mod patch;
 mod pin;
+pub mod retpoline;
 mod signature;
 mod site;
 
 pub use engine::{Engine, EngineConfig, EngineStats, Placement};
 pub use error::{Error, JitError};
+pub use patch::{PatchSite, PatchSiteStats, PatchSlotStats, RetargetReport};
 pub use pin::{Pinned, collect_garbage};
 pub use signature::{Param, Return, SiteFn};
 pub use site::{PromoteReport, Site, SiteMode, SiteStats, SlotStats};
@@ -36,3 +40,9 @@ pub use site::{PromoteReport, Site, SiteMode, SiteStats, SlotStats};
 /// The code-generation crate, for disassembly and cross-ISA compilation.
 pub use hotcall_jit as jit;
 pub use hotcall_jit::{Arch, CallForm, CodeMemoryStats, ThunkSig, ValType};
+
+/// Items the exported macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::abi::RegFile;
+}

@@ -127,6 +127,8 @@ pub struct Site<F: SiteFn> {
     engine: Arc<EngineShared>,
     sig: ThunkSig,
     name: Option<String>,
+    /// The engine's hardened mode: calls go through the retpoline.
+    hardened: bool,
     _fn: PhantomData<F>,
 }
 
@@ -141,6 +143,7 @@ impl<F: SiteFn> Site<F> {
                 last_error: None,
                 last_compile_time: None,
             }),
+            hardened: engine.hardened,
             engine,
             sig: F::signature(),
             name,
@@ -158,6 +161,9 @@ impl<F: SiteFn> Site<F> {
         // Acquire pairs with the Release in `publish`: the thunk's bytes
         // (written before publication) are visible to this thread.
         let entry = self.entry.load(Ordering::Acquire);
+        if self.hardened {
+            return self.call_hardened(entry, target, args);
+        }
         if entry == 0 {
             target.call_indirect(args)
         } else {
@@ -168,6 +174,19 @@ impl<F: SiteFn> Site<F> {
             // the whole call) before loading it, so it stays executable
             // until this call returns.
             unsafe { F::call_thunk(entry, target, args) }
+        }
+    }
+
+    /// [`Site::call`] in hardened mode: the indirect branches go through
+    /// the retpoline (the thunk's own miss path does too).
+    #[inline(always)]
+    fn call_hardened(&self, entry: usize, target: F, args: F::Args) -> F::Ret {
+        if entry == 0 {
+            crate::retpoline::call(target, args)
+        } else {
+            // SAFETY: as in `call`: a live thunk for `F::signature()`, kept
+            // alive by the caller's pin for the whole call.
+            unsafe { crate::retpoline::call_thunk(entry, target, args) }
         }
     }
 
