@@ -149,6 +149,14 @@ impl EngineShared {
         })
     }
 
+    /// Frees a thunk that was never published (no thread can be inside it).
+    pub(crate) fn release_unpublished(&self, code: Installed) {
+        if let Ok(cg) = &self.codegen {
+            // SAFETY: never published, so no thread can be executing it.
+            unsafe { cg.memory.release(code.code) };
+        }
+    }
+
     /// Frees `old` once no thread can be inside it.
     ///
     /// The caller must have unpublished `old` (no site entry points at it

@@ -29,6 +29,9 @@ mod pin;
 pub mod retpoline;
 mod signature;
 mod site;
+#[doc(hidden)]
+pub mod static_entry;
+mod static_site;
 
 pub use engine::{Engine, EngineConfig, EngineStats, Placement};
 pub use error::{Error, JitError};
@@ -36,6 +39,8 @@ pub use patch::{PatchSite, PatchSiteStats, PatchSlotStats, RetargetReport};
 pub use pin::{Pinned, collect_garbage};
 pub use signature::{Param, Return, SiteFn};
 pub use site::{PromoteReport, Site, SiteMode, SiteStats, SlotStats};
+pub use static_entry::MAX_INT_PARAMS as MAX_STATIC_INT_PARAMS;
+pub use static_site::{StaticMode, StaticSite, StaticSiteStats, StaticStub};
 
 /// The code-generation crate, for disassembly and cross-ISA compilation.
 pub use hotcall_jit as jit;

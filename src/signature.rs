@@ -207,7 +207,7 @@ macro_rules! impl_site_fn {
             #[inline(always)]
             fn pack(($($a,)*): Self::Args, regs: &mut crate::abi::RegFile) {
                 let _ = &regs;
-                $(regs.push(<$A as Param>::TYPE.is_float(), $a.to_reg());)*
+                $(regs.push(const { <$A as Param>::TYPE.is_float() }, $a.to_reg());)*
             }
 
             #[inline(always)]
