@@ -32,6 +32,7 @@ mod site;
 #[doc(hidden)]
 pub mod static_entry;
 mod static_site;
+mod strategy;
 
 pub use engine::{Engine, EngineConfig, EngineStats, Placement};
 pub use error::{Error, JitError};
@@ -41,6 +42,7 @@ pub use signature::{Param, Return, SiteFn};
 pub use site::{PromoteReport, Site, SiteMode, SiteStats, SlotStats};
 pub use static_entry::MAX_INT_PARAMS as MAX_STATIC_INT_PARAMS;
 pub use static_site::{StaticMode, StaticSite, StaticSiteStats, StaticStub};
+pub use strategy::{Strategy, StrategySite};
 
 /// The code-generation crate, for disassembly and cross-ISA compilation.
 pub use hotcall_jit as jit;
