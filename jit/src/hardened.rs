@@ -32,7 +32,8 @@ use cranelift_frontend::FunctionBuilder;
 use crate::types::ThunkSig;
 
 /// The user-name namespace of the trampoline call's relocation.
-pub(crate) const RETPOLINE_NAMESPACE: u32 = 2;
+/// (Distinct from the slots' 0, the Patch table's 3 and main's hook namespace 2.)
+pub(crate) const RETPOLINE_NAMESPACE: u32 = 5;
 
 /// Most integer-class arguments a site has (all 8 parameters).
 pub const MAX_INT_ARGS: usize = crate::types::MAX_PARAMS;
