@@ -50,6 +50,20 @@ static_site! {
 static_site! {
     static STATIC_REPUBLISH: extern "C" fn(u64) -> u64;
 }
+static_site! {
+    static STATIC_HEAVY: extern "C" fn(u64) -> u64;
+}
+
+/// Targets with a longer dependency chain (about 10 cycles instead of 4),
+/// to show how the dispatch overhead's share depends on the target's work.
+#[inline(never)]
+extern "C" fn heavy0(x: u64) -> u64 {
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17) ^ (x >> 7)).wrapping_mul(3)
+}
+#[inline(never)]
+extern "C" fn heavy1(x: u64) -> u64 {
+    (x.wrapping_mul(0xc2b2_ae3d_27d4_eb4f).rotate_left(23) ^ (x >> 9)).wrapping_mul(5)
+}
 
 const CHAIN: u64 = 1000;
 
@@ -93,7 +107,10 @@ fn fixture() -> Fixture {
 }
 
 /// The hit variants: name and a chain of `n` calls from `x`.
-fn variants(fx: &Fixture) -> Vec<(&'static str, Box<dyn Fn(u64, u64) -> u64 + '_>)> {
+/// A chain of `n` calls from `x`.
+type Chain<'a> = Box<dyn Fn(u64, u64) -> u64 + 'a>;
+
+fn variants(fx: &Fixture) -> Vec<(&'static str, Chain<'_>)> {
     let f: Callback = black_box(t0);
     vec![
         (
@@ -178,6 +195,27 @@ fn variants(fx: &Fixture) -> Vec<(&'static str, Box<dyn Fn(u64, u64) -> u64 + '_
                 let pinned = fx.hardened.pin();
                 for _ in 0..n {
                     x = fx.hardened_site.call(&pinned, f, (x,));
+                }
+                x
+            }),
+        ),
+        (
+            "indirect_heavy_target",
+            Box::new(move |mut x, n| {
+                let h: Callback = black_box(heavy0);
+                for _ in 0..n {
+                    x = h(x);
+                }
+                x
+            }),
+        ),
+        (
+            "static_jit_slot0_heavy_target",
+            Box::new(move |mut x, n| {
+                let h: Callback = black_box(heavy0);
+                let pinned = fx.engine.pin();
+                for _ in 0..n {
+                    x = STATIC_HEAVY.call(&pinned, h, (x,));
                 }
                 x
             }),
@@ -300,6 +338,10 @@ fn interleaved_summary(fx: &Fixture) {
         "  goal: static entry slot-0 hit / indirect = {:.2} (<= 1.15); retpoline / static hit = {:.1} (>= 7)",
         static_hit / indirect,
         get("retpoline") / static_hit
+    );
+    println!(
+        "  with a ~10-cycle target: static entry slot-0 hit / indirect = {:.2}",
+        get("static_jit_slot0_heavy_target") / get("indirect_heavy_target")
     );
 
     // Retarget and republish latency distributions, single calls.
