@@ -94,6 +94,9 @@ fn fixture() -> Fixture {
     STATIC_JIT
         .promote(&engine, &[t0, t1])
         .expect("static promote");
+    STATIC_HEAVY
+        .promote(&engine, &[heavy0, heavy1])
+        .expect("static promote");
     STATIC_PATCH.use_patch(&engine, 2).expect("static patch");
     STATIC_PATCH.retarget(&[t0, t1]).expect("static retarget");
     assert!(STATIC_PATCH.wait(Duration::from_secs(10)));
