@@ -153,3 +153,50 @@ fn every_strategy_computes_the_same() {
         assert_eq!(listed_call!(g, (3, 0.25), [t0, t1]), f(3, 0.25));
     }
 }
+
+hotcall::static_site! {
+    static HARDENED_STATIC: extern "C" fn(u64, f64) -> u64;
+}
+
+/// A static site starts at the hardened miss stub, stays on it when bound
+/// to a hardened engine and demoted, and its JIT thunks miss through the
+/// trampolines.
+#[test]
+fn hardened_static_site() {
+    let engine = hardened();
+    let hardened_miss = hotcall::static_entry::miss_hardened as *const () as usize;
+    assert_eq!(HARDENED_STATIC.jumps_to().unwrap(), hardened_miss);
+    let check = || {
+        let pinned = engine.pin();
+        for f in [t0 as Callback, t1, t2] {
+            assert_eq!(HARDENED_STATIC.call(&pinned, f, (5, 0.5)), f(5, 0.5));
+        }
+    };
+    check();
+    let r = HARDENED_STATIC.promote(&engine, &[t2]).unwrap();
+    assert_eq!(HARDENED_STATIC.jumps_to().unwrap(), r.entry);
+    let insns = disassemble_reachable(
+        Arch::host().unwrap(),
+        &code(r.entry, r.code_bytes),
+        r.entry as u64,
+    )
+    .unwrap();
+    let tramp = MissTrampolines::host().unwrap().for_sig(
+        &hotcall::ThunkSig::new(
+            &[hotcall::ValType::U64, hotcall::ValType::F64],
+            Some(hotcall::ValType::U64),
+        )
+        .unwrap(),
+    );
+    check_no_indirect(
+        &insns,
+        r.entry as u64,
+        (r.entry + r.code_bytes) as u64,
+        &[t2 as *const () as u64],
+        tramp,
+    );
+    check();
+    HARDENED_STATIC.demote().unwrap();
+    assert_eq!(HARDENED_STATIC.jumps_to().unwrap(), hardened_miss);
+    check();
+}
