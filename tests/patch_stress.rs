@@ -48,6 +48,7 @@ fn retarget_under_load(config: EngineConfig) {
     let wrong = AtomicU64::new(0);
     let mut enabled_now = 0u64;
     let mut waited = 0u64;
+    let mut wait_times: Vec<Duration> = Vec::new();
 
     std::thread::scope(|s| {
         for id in 0..CALLERS {
@@ -89,7 +90,9 @@ fn retarget_under_load(config: EngineConfig) {
             // feet; others poll now and then, completing what is due.
             if i % 64 == 63 {
                 assert!(site.is_pending() || report.pending == 0);
+                let start = Instant::now();
                 waited += u64::from(site.wait(Duration::from_secs(10)));
+                wait_times.push(start.elapsed());
             } else if i % 4 == 2 {
                 site.poll();
             }
@@ -104,6 +107,13 @@ fn retarget_under_load(config: EngineConfig) {
 
     let calls = calls.load(Ordering::Relaxed);
     let wrong = wrong.load(Ordering::Relaxed);
+    wait_times.sort();
+    eprintln!(
+        "retarget to effect under load (wait after a retarget): median {:?}, p90 {:?}, max {:?}",
+        wait_times[wait_times.len() / 2],
+        wait_times[wait_times.len() * 9 / 10],
+        wait_times[wait_times.len() - 1]
+    );
     let stats = site.stats();
     eprintln!(
         "{RETARGETS} retargets ({} effective), {} completions, {} branch patches, {enabled_now} immediate enables, {waited} waits; {calls} calls, {wrong} wrong; serialized: {}",
