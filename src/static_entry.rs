@@ -149,7 +149,7 @@ pub fn miss_stub(hardened: bool) -> usize {
 ///
 /// ```compile_fail
 /// hotcall::static_site! {
-///     static TOO_MANY: extern "C" fn(u64, u64, u64, u64, u64, u64) -> u64;
+///     static TOO_MANY: extern "C" fn(u64, u64, u64, u64, u64, u64, u64, u64) -> u64;
 /// }
 /// ```
 ///
