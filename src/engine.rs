@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use hotcall_jit::hardened::MissTrampolines;
 use hotcall_jit::{
     Arch, ArgLoc, CodeMemory, CodeMemoryOptions, CodeMemoryStats, CompilerOptions, ExecutableCode,
     GPRS, HOOK_STUB_MAX, Hooks, JitError, SlotPlan, ThunkCompiler, ThunkSig, miss_hook_target,
@@ -44,6 +45,13 @@ pub struct EngineConfig {
     /// 32 thunks per tick (the default), or only on [`Engine::tick`]
     /// ([`ScheduleConfig::manual`]).
     pub schedule: ScheduleConfig,
+    /// Hardened mode (default off): every indirect branch hotcall itself
+    /// emits goes through a retpoline, for hosts built with retpolines:
+    /// thunks' miss paths (through per-arity trampolines, see
+    /// `hotcall_jit::hardened`), sites' calls into their thunks and their
+    /// plain indirect calls (`hotcall::retpoline`), static entries' default
+    /// target. Promoted hits stay direct.
+    pub hardened: bool,
 }
 
 /// Where an engine's code memory goes.
@@ -69,6 +77,7 @@ impl Default for EngineConfig {
             templates: true,
             policy: PolicyConfig::default(),
             schedule: ScheduleConfig::default(),
+            hardened: false,
         }
     }
 }
@@ -165,6 +174,8 @@ pub(crate) struct EngineShared {
     codegen: Result<Codegen, JitError>,
     pub(crate) scheduler: Arc<Scheduler>,
     pub(crate) policy: PolicyConfig,
+    /// `EngineConfig::hardened`.
+    pub(crate) hardened: bool,
 }
 
 impl EngineShared {
@@ -193,6 +204,14 @@ impl EngineShared {
             code_bytes: compiled.len(),
             compile_time: compiled.compile_time(),
         })
+    }
+
+    /// Frees a thunk that was never published (no thread can be inside it).
+    pub(crate) fn release_unpublished(&self, code: Installed) {
+        if let Ok(cg) = &self.codegen {
+            // SAFETY: never published, so no thread can be executing it.
+            unsafe { cg.memory.release(code.code) };
+        }
     }
 
     /// Frees `old` once no thread can be inside it.
@@ -307,7 +326,7 @@ impl EngineShared {
 /// Cloning is cheap and shares the engine.
 #[derive(Clone)]
 pub struct Engine {
-    shared: Arc<EngineShared>,
+    pub(crate) shared: Arc<EngineShared>,
 }
 
 impl Engine {
@@ -344,6 +363,7 @@ impl Engine {
                 codegen,
                 scheduler: Scheduler::new(schedule),
                 policy: config.policy,
+                hardened: config.hardened,
             }),
         }
     }
@@ -362,14 +382,22 @@ impl Engine {
             near,
             serialize_cores: config.serialize_cores,
         })?;
-        let compiler = ThunkCompiler::new(
-            arch,
-            CompilerOptions {
-                verify: config.verify,
-                tail_jumps: config.tail_jumps,
-                templates: config.templates,
-            },
-        )?;
+        let compiler =
+            ThunkCompiler::new(
+                arch,
+                CompilerOptions {
+                    verify: config.verify,
+                    tail_jumps: config.tail_jumps,
+                    templates: config.templates,
+                    hardened: if config.hardened {
+                        Some(MissTrampolines::host().ok_or_else(|| {
+                            JitError::Isa("host", "no retpoline for this ISA".into())
+                        })?)
+                    } else {
+                        None
+                    },
+                },
+            )?;
         Ok(Codegen {
             memory: Arc::new(memory),
             compiler: Mutex::new(compiler),
@@ -404,6 +432,11 @@ impl Engine {
     #[inline]
     pub fn pin(&self) -> Pinned {
         Pinned::new()
+    }
+
+    /// Whether the engine is in hardened mode ([`EngineConfig::hardened`]).
+    pub fn is_hardened(&self) -> bool {
+        self.shared.hardened
     }
 
     /// Whether code generation is available.

@@ -14,6 +14,10 @@ pub enum Error {
     /// unsupported host); every site of it is a plain indirect call.
     #[error("the engine has no code generation: {0}")]
     EngineDisabled(JitError),
+    /// A static site could not do what was asked (see the message); it
+    /// keeps dispatching as before.
+    #[error("static site {site}: {why}")]
+    StaticSite { site: &'static str, why: String },
 }
 
 /// Serializes an optional error as its message (or `null`), for JSON

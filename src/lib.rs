@@ -21,19 +21,30 @@
 //! assert_eq!(site.call(&pinned, negate, (5,)), -5);  // miss: indirect call
 //! ```
 
+mod abi;
 mod engine;
 mod error;
+mod patch;
 mod pin;
+pub mod retpoline;
 mod signature;
 mod site;
+#[doc(hidden)]
+pub mod static_entry;
+mod static_site;
+mod strategy;
 mod symbols;
 pub mod workload;
 
 pub use engine::{Engine, EngineConfig, EngineStats, Placement};
 pub use error::{Error, JitError};
+pub use patch::{PatchSite, PatchSiteStats, PatchSlotStats, RetargetReport};
 pub use pin::{Pinned, collect_garbage};
 pub use signature::{Param, Return, SiteFn};
 pub use site::{CandidateStats, PromoteReport, Site, SiteMode, SiteOptions, SiteStats, SlotStats};
+pub use static_entry::MAX_INT_PARAMS as MAX_STATIC_INT_PARAMS;
+pub use static_site::{StaticMode, StaticSite, StaticSiteStats, StaticStub};
+pub use strategy::{Strategy, StrategySite};
 
 /// Learning: policies, counters and scheduling.
 pub use hotcall_policy as policy;
@@ -44,3 +55,9 @@ pub use hotcall_policy::{
 /// The code-generation crate, for disassembly and cross-ISA compilation.
 pub use hotcall_jit as jit;
 pub use hotcall_jit::{Arch, CallForm, CodeMemoryStats, ThunkSig, ValType};
+
+/// Items the exported macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::abi::RegFile;
+}

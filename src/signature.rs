@@ -41,50 +41,114 @@ mod sealed {
 pub trait Param: sealed::Sealed + Copy + 'static {
     /// How the ABI passes it.
     const TYPE: ValType;
+
+    /// The register image of the value as a C caller passes it: integers
+    /// sign- or zero-extended to 64 bits (which covers the extension to 32
+    /// bits callees rely on), `bool` as 0/1, floats as their bits in the low
+    /// end of the vector register. For hotcall's own `asm!` calls.
+    #[doc(hidden)]
+    fn to_reg(self) -> u64;
 }
 
 /// A type that can be a site return value: a [`Param`] type or `()`. Sealed.
 pub trait Return: sealed::Sealed + 'static {
     /// How the ABI returns it, `None` for `()`.
     const TYPE: Option<ValType>;
+
+    /// The value from the return registers (`rax`/`x0` and
+    /// `xmm0`/`v0`), for hotcall's own `asm!` calls.
+    #[doc(hidden)]
+    fn from_regs(int: u64, float: u64) -> Self;
 }
 
 macro_rules! impl_param {
-    ($($t:ty => $v:ident),* $(,)?) => {$(
+    ($($t:ty => $v:ident: |$x:ident| $to:expr, |$i:ident, $f:ident| $from:expr;)*) => {$(
         impl sealed::Sealed for $t {}
         impl Param for $t {
             const TYPE: ValType = ValType::$v;
+            #[inline(always)]
+            fn to_reg(self) -> u64 {
+                let $x = self;
+                $to
+            }
         }
         impl Return for $t {
             const TYPE: Option<ValType> = Some(ValType::$v);
+            #[inline(always)]
+            fn from_regs($i: u64, $f: u64) -> Self {
+                let _ = ($i, $f);
+                $from
+            }
         }
     )*};
 }
 
 impl_param! {
-    i8 => I8, i16 => I16, i32 => I32, i64 => I64,
-    u8 => U8, u16 => U16, u32 => U32, u64 => U64,
-    isize => I64, usize => U64, bool => Bool, f32 => F32, f64 => F64,
+    i8 => I8: |x| x as i64 as u64, |i, f| i as i8;
+    i16 => I16: |x| x as i64 as u64, |i, f| i as i16;
+    i32 => I32: |x| x as i64 as u64, |i, f| i as i32;
+    i64 => I64: |x| x as u64, |i, f| i as i64;
+    u8 => U8: |x| x as u64, |i, f| i as u8;
+    u16 => U16: |x| x as u64, |i, f| i as u16;
+    u32 => U32: |x| x as u64, |i, f| i as u32;
+    u64 => U64: |x| x, |i, f| i;
+    isize => I64: |x| x as u64, |i, f| i as isize;
+    usize => U64: |x| x as u64, |i, f| i as usize;
+    // C's _Bool comes back in the low byte; the rest is unspecified.
+    bool => Bool: |x| x as u64, |i, f| i as u8 != 0;
+    f32 => F32: |x| x.to_bits() as u64, |i, f| f32::from_bits(f as u32);
+    f64 => F64: |x| x.to_bits(), |i, f| f64::from_bits(f);
 }
 
 impl<T: 'static> sealed::Sealed for *const T {}
 impl<T: 'static> Param for *const T {
     const TYPE: ValType = ValType::Ptr;
+    #[inline(always)]
+    fn to_reg(self) -> u64 {
+        self as usize as u64
+    }
 }
 impl<T: 'static> Return for *const T {
     const TYPE: Option<ValType> = Some(ValType::Ptr);
+    #[inline(always)]
+    fn from_regs(int: u64, _: u64) -> Self {
+        int as usize as *const T
+    }
 }
 impl<T: 'static> sealed::Sealed for *mut T {}
 impl<T: 'static> Param for *mut T {
     const TYPE: ValType = ValType::Ptr;
+    #[inline(always)]
+    fn to_reg(self) -> u64 {
+        self as usize as u64
+    }
 }
 impl<T: 'static> Return for *mut T {
     const TYPE: Option<ValType> = Some(ValType::Ptr);
+    #[inline(always)]
+    fn from_regs(int: u64, _: u64) -> Self {
+        int as usize as *mut T
+    }
 }
 
 impl sealed::Sealed for () {}
 impl Return for () {
     const TYPE: Option<ValType> = None;
+    #[inline(always)]
+    fn from_regs(_: u64, _: u64) -> Self {}
+}
+
+/// Counts the integer-class types of `params`.
+const fn count_ints(params: &[ValType]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < params.len() {
+        if !params[i].is_float() {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
 }
 
 /// A function-pointer type a site can dispatch: `extern "C" fn(A0..An) -> R`
@@ -93,11 +157,22 @@ pub trait SiteFn: sealed::Sealed + Copy + Send + Sync + 'static {
     /// The arguments as a tuple: `()`, `(A0,)`, `(A0, A1)`, ...
     type Args: Copy;
     /// The return type.
-    type Ret;
+    type Ret: Return;
     /// The parameter types, in order.
     const PARAMS: &'static [ValType];
     /// The return type, `None` for `()`.
     const RET: Option<ValType>;
+    /// How many parameters travel in integer registers (or, past the
+    /// registers, on the stack).
+    const INT_PARAMS: usize = count_ints(Self::PARAMS);
+    /// How many parameters travel in floating-point registers.
+    const FLOAT_PARAMS: usize = Self::PARAMS.len() - Self::INT_PARAMS;
+
+    /// Appends the arguments' register images to `regs`, integers and
+    /// floats each in order (how the C ABI assigns registers), for
+    /// hotcall's own `asm!` calls.
+    #[doc(hidden)]
+    fn pack(args: Self::Args, regs: &mut crate::abi::RegFile);
 
     /// The signature the thunk compiler needs.
     fn signature() -> ThunkSig {
@@ -128,6 +203,12 @@ macro_rules! impl_site_fn {
             type Ret = R;
             const PARAMS: &'static [ValType] = &[$(<$A as Param>::TYPE),*];
             const RET: Option<ValType> = <R as Return>::TYPE;
+
+            #[inline(always)]
+            fn pack(($($a,)*): Self::Args, regs: &mut crate::abi::RegFile) {
+                let _ = &regs;
+                $(regs.push(const { <$A as Param>::TYPE.is_float() }, $a.to_reg());)*
+            }
 
             #[inline(always)]
             fn addr(self) -> usize {
@@ -171,5 +252,7 @@ mod tests {
         assert_eq!(F::signature().to_string(), "(i8,f64,ptr,bool,u64)->f32");
         type G = extern "C" fn();
         assert_eq!(G::signature().to_string(), "()->()");
+        assert_eq!((F::INT_PARAMS, F::FLOAT_PARAMS), (4, 1));
+        assert_eq!((G::INT_PARAMS, G::FLOAT_PARAMS), (0, 0));
     }
 }

@@ -259,6 +259,9 @@ pub(crate) struct SiteCore {
 /// share the site).
 pub struct Site<F: SiteFn> {
     core: Arc<SiteCore>,
+    /// The engine's hardened mode: calls go through the retpoline. Kept in
+    /// the handle, next to the pointer the call path loads anyway.
+    hardened: bool,
     _fn: PhantomData<F>,
 }
 
@@ -266,6 +269,7 @@ impl<F: SiteFn> Clone for Site<F> {
     fn clone(&self) -> Self {
         Site {
             core: Arc::clone(&self.core),
+            hardened: self.hardened,
             _fn: PhantomData,
         }
     }
@@ -304,8 +308,10 @@ impl<F: SiteFn> Site<F> {
             let weak = Arc::downgrade(&core);
             core.engine.scheduler.register(weak);
         }
+        let hardened = core.engine.hardened;
         Site {
             core,
+            hardened,
             _fn: PhantomData,
         }
     }
@@ -321,6 +327,9 @@ impl<F: SiteFn> Site<F> {
         // Acquire pairs with the Release in `publish`: the thunk's bytes
         // (written before publication) are visible to this thread.
         let entry = self.core.entry.load(Ordering::Acquire);
+        if self.hardened {
+            return self.call_hardened(entry, target, args);
+        }
         if entry == 0 {
             target.call_indirect(args)
         } else {
@@ -331,6 +340,19 @@ impl<F: SiteFn> Site<F> {
             // the whole call) before loading it, so it stays executable
             // until this call returns.
             unsafe { F::call_thunk(entry, target, args) }
+        }
+    }
+
+    /// [`Site::call`] in hardened mode: the indirect branches go through
+    /// the retpoline (the thunk's own miss path does too).
+    #[inline(always)]
+    fn call_hardened(&self, entry: usize, target: F, args: F::Args) -> F::Ret {
+        if entry == 0 {
+            crate::retpoline::call(target, args)
+        } else {
+            // SAFETY: as in `call`: a live thunk for `F::signature()`, kept
+            // alive by the caller's pin for the whole call.
+            unsafe { crate::retpoline::call_thunk(entry, target, args) }
         }
     }
 
@@ -606,7 +628,7 @@ fn candidate_stats(counts: &Counts) -> Vec<CandidateStats> {
 
 type HitsOf<'a> = &'a dyn Fn(usize, u64) -> Option<u64>;
 
-fn slot_stats(i: &Installed, hits: Option<HitsOf<'_>>) -> Vec<SlotStats> {
+pub(crate) fn slot_stats(i: &Installed, hits: Option<HitsOf<'_>>) -> Vec<SlotStats> {
     i.slots
         .iter()
         .enumerate()

@@ -323,6 +323,9 @@ enum Where {
     NearHost,
     /// `Placement::Anywhere`: code memory where the kernel puts it.
     Anywhere,
+    /// Near the host text, hardened: the thunk's miss path, the site's
+    /// entry into the thunk and its plain calls go through the retpoline.
+    Hardened,
 }
 
 /// One engine of each kind for the whole test binary (each promote compiles
@@ -330,9 +333,16 @@ enum Where {
 fn engine(w: Where) -> &'static Engine {
     static NEAR: OnceLock<Engine> = OnceLock::new();
     static FAR: OnceLock<Engine> = OnceLock::new();
+    static HARD: OnceLock<Engine> = OnceLock::new();
     let e = match w {
         // Manual schedules: nothing but these tests changes the sites.
         Where::NearHost => NEAR.get_or_init(|| Engine::with_config(EngineConfig::manual())),
+        Where::Hardened => HARD.get_or_init(|| {
+            Engine::with_config(EngineConfig {
+                hardened: true,
+                ..EngineConfig::manual()
+            })
+        }),
         Where::Anywhere => FAR.get_or_init(|| {
             Engine::with_config(EngineConfig {
                 placement: hotcall::Placement::Anywhere,
@@ -388,7 +398,7 @@ fn check_installed(
         }
         // Functions of this test binary (the host) are in reach of code
         // memory placed near the host text.
-        if w == Where::NearHost && near_host_text && all_in_host {
+        if w != Where::Anywhere && near_host_text && all_in_host {
             assert_eq!(s.form, CallForm::Direct, "{ctx}: slot {i}: {stats}");
         }
     }
@@ -437,7 +447,7 @@ fn run_case<F: Case>(name: &str, targets: &[F; POOL]) {
     let mut tuples: Vec<F::Args> = (0..EDGE_TUPLES).map(F::Args::edge).collect();
     tuples.extend((0..RANDOM_TUPLES).map(|_| F::Args::random(&mut rng)));
 
-    for w in [Where::NearHost, Where::Anywhere] {
+    for w in [Where::NearHost, Where::Anywhere, Where::Hardened] {
         let engine = engine(w);
         let site = engine.named_site::<F>(name);
         // A learning site starts as a probe: a thunk with no slots that
@@ -520,7 +530,61 @@ fn run_case<F: Case>(name: &str, targets: &[F; POOL]) {
             );
         }
     }
+    for w in [Where::NearHost, Where::Hardened] {
+        run_patch_case(name, targets, &addrs, &tuples, w);
+    }
     hotcall::collect_garbage();
+}
+
+/// The same comparison through a Patch site of each slot count, after its
+/// retarget completed (every promoted slot enabled, so hits take the
+/// patched branches) and, for the first slot count, while it is pending.
+fn run_patch_case<F: Case>(
+    name: &str,
+    targets: &[F; POOL],
+    addrs: &[usize],
+    tuples: &[F::Args],
+    w: Where,
+) {
+    let engine = engine(w);
+    for slots in 1..=MAX_SLOTS {
+        let ctx = format!("{name} Patch ({w:?}, {slots} slots)");
+        let site = engine
+            .named_patch_site::<F>(name, slots)
+            .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        let order: Vec<usize> = (0..slots).map(|j| (slots * 3 + j) % POOL).collect();
+        let promoted: Vec<F> = order.iter().map(|&k| targets[k]).collect();
+        site.retarget(&promoted)
+            .unwrap_or_else(|e| panic!("{ctx}: retarget failed: {e}"));
+        let check = |phase: &str| {
+            let pinned = engine.pin();
+            for args in tuples {
+                let mixes = args.mixes();
+                for (k, &f) in targets.iter().enumerate() {
+                    let h = hash_args(k as u64, &mixes);
+                    let got = site.call(&pinned, f, *args);
+                    let called = take_last_call();
+                    let want = <F::Ret as Out>::from_hash(h);
+                    assert!(
+                        called == Some((k as u64, h)) && got.bits() == want.bits(),
+                        "{ctx} ({phase}): target {k}, args {args:?}: returned {got:?}, target saw {called:x?}, want {want:?}"
+                    );
+                }
+            }
+        };
+        if slots == 1 {
+            check("pending");
+        }
+        assert!(
+            site.wait(std::time::Duration::from_secs(30)),
+            "{ctx}: retarget never completed"
+        );
+        let stats = site.stats();
+        let enabled: Vec<Option<usize>> = stats.slots.iter().map(|s| s.enabled).collect();
+        let want: Vec<Option<usize>> = order.iter().map(|&k| Some(addrs[k])).collect();
+        assert_eq!(enabled, want, "{ctx}: {stats}");
+        check("enabled");
+    }
 }
 
 /// Stamps out test cases: `name: (param types) -> return type;`. Each case
@@ -814,7 +878,7 @@ fn run_probe<F: Case>(name: &str, probe: F, fillers: [F; 7]) {
     let mut rng = SplitMix64(seed_of(name));
     let mut tuples: Vec<F::Args> = (0..EDGE_TUPLES).map(F::Args::edge).collect();
     tuples.extend((0..RANDOM_TUPLES).map(|_| F::Args::random(&mut rng)));
-    for w in [Where::NearHost, Where::Anywhere] {
+    for w in [Where::NearHost, Where::Anywhere, Where::Hardened] {
         let engine = engine(w);
         let site = engine.named_site::<F>(name);
         for layout in layouts {

@@ -392,6 +392,86 @@ impl CodeMemory {
         unsafe { std::slice::from_raw_parts(addr as *const u8, len).to_vec() }
     }
 
+    /// The writable alias of `offset` bytes into `code`, checked against
+    /// the allocation and the alignment of `width`.
+    fn alias(&self, code: &ExecutableCode, offset: usize, width: usize) -> *mut u8 {
+        assert!(
+            offset + width <= code.len && (code.entry + offset).is_multiple_of(width),
+            "word at {offset} of a {}-byte allocation",
+            code.len
+        );
+        (self.rw + code.offset + offset) as *mut u8
+    }
+
+    /// Stores one aligned 32-bit word into installed code, atomically: a
+    /// core fetching or loading it sees the old or the new word, never a
+    /// mix. Used to retarget a branch of code that may be running (the
+    /// Patch strategy's slots; see `crate::patch`).
+    ///
+    /// # Safety
+    /// `code` must come from this arena and still be installed. Changing
+    /// code that may run is sound only under a protocol that makes every
+    /// possible execution of the old and the new word correct (the
+    /// caller's); the store itself is followed by the instruction-cache
+    /// flush of this core, but serializing the other cores is the caller's.
+    pub unsafe fn store_u32(&self, code: &ExecutableCode, offset: usize, value: u32) {
+        let at = self.alias(code, offset, 4);
+        // SAFETY: in bounds and aligned (checked); other threads access the
+        // word only atomically (this method) or as instructions.
+        let word = unsafe { &*(at as *const std::sync::atomic::AtomicU32) };
+        word.store(value, Ordering::Release);
+        coherence::flush_icache(code.entry + offset, 4);
+    }
+
+    /// Overwrites `bytes` of installed code at `offset`, not atomically,
+    /// then flushes this core's instruction cache for them.
+    ///
+    /// # Safety
+    /// `code` must come from this arena and still be installed, and no
+    /// thread may execute the bytes while they change (only speculatively:
+    /// the caller's protocol must make such a path squash). Serializing the
+    /// other cores afterwards is the caller's.
+    pub unsafe fn write_code(&self, code: &ExecutableCode, offset: usize, bytes: &[u8]) {
+        let at = self.alias(code, offset, 1);
+        assert!(
+            offset + bytes.len() <= code.len,
+            "write past the allocation"
+        );
+        // SAFETY: in bounds (checked); no concurrent Rust access to these
+        // bytes by the caller's promise.
+        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len()) };
+        coherence::flush_icache(code.entry + offset, bytes.len());
+    }
+
+    /// Stores one aligned 64-bit data word inside installed code (the
+    /// Patch strategy's compare table), atomically with `SeqCst` ordering.
+    ///
+    /// # Safety
+    /// As for [`Self::store_u32`]: what code that loads the word does with
+    /// the new value is the caller's protocol.
+    pub unsafe fn store_u64(&self, code: &ExecutableCode, offset: usize, value: u64) {
+        let at = self.alias(code, offset, 8);
+        // SAFETY: in bounds and aligned (checked); accessed only atomically.
+        let word = unsafe { &*(at as *const AtomicU64) };
+        word.store(value, Ordering::SeqCst);
+    }
+
+    /// Loads an aligned 32-bit word of installed code.
+    pub fn load_u32(&self, code: &ExecutableCode, offset: usize) -> u32 {
+        let at = self.alias(code, offset, 4);
+        // SAFETY: in bounds and aligned (checked); writers store atomically.
+        let word = unsafe { &*(at as *const std::sync::atomic::AtomicU32) };
+        word.load(Ordering::Acquire)
+    }
+
+    /// Loads an aligned 64-bit word of installed code.
+    pub fn load_u64(&self, code: &ExecutableCode, offset: usize) -> u64 {
+        let at = self.alias(code, offset, 8);
+        // SAFETY: in bounds and aligned (checked); writers store atomically.
+        let word = unsafe { &*(at as *const AtomicU64) };
+        word.load(Ordering::Acquire)
+    }
+
     pub fn stats(&self) -> CodeMemoryStats {
         CodeMemoryStats {
             capacity: self.capacity,

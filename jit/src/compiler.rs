@@ -12,6 +12,7 @@ use cranelift_codegen::{Context, isa};
 use cranelift_frontend::FunctionBuilderContext;
 
 use crate::error::JitError;
+use crate::hardened::MissTrampolines;
 use crate::ir::{self, CallForm, HookKind, HookPlan, Hooks, NS_HOOK, NS_SLOT, SlotPlan};
 use crate::isa::{Arch, IsaBackend, MissForm};
 use crate::template::{Template, TemplateKey};
@@ -38,6 +39,11 @@ pub struct CompilerOptions {
     /// Reuse one compiled template per thunk shape and patch targets into
     /// copies (x86-64; see [`crate::template`]). On by default.
     pub templates: bool,
+    /// Hardened mode: the miss trampolines (`MissTrampolines::host()`)
+    /// through which the miss path calls its target with a retpoline
+    /// instead of an indirect call (see [`crate::hardened`]). They must be
+    /// within direct-call reach of the placement. `None` by default.
+    pub hardened: Option<MissTrampolines>,
 }
 
 impl Default for CompilerOptions {
@@ -46,6 +52,7 @@ impl Default for CompilerOptions {
             verify: cfg!(debug_assertions),
             tail_jumps: true,
             templates: true,
+            hardened: None,
         }
     }
 }
@@ -78,6 +85,8 @@ pub enum RelocTo {
     Hook(HookKind),
     /// The miss stub for this register (a counting tail-jumping miss).
     MissStub(u8),
+    /// The miss trampoline of a hardened thunk (see [`crate::hardened`]).
+    Retpoline,
 }
 
 /// A direct-call relocation left for [`CompiledThunk::link`].
@@ -98,6 +107,8 @@ pub struct CompiledThunk {
     slots: Vec<SlotPlan>,
     hooks: Hooks,
     miss: MissForm,
+    /// The miss trampoline the miss path calls (hardened mode).
+    retpoline: Option<u64>,
     compile_time: Duration,
 }
 
@@ -186,6 +197,9 @@ impl CompiledThunk {
                     .map(|t| t[usize::from(reg)])
                     .filter(|&a| a != 0)
                     .ok_or_else(|| JitError::UnexpectedReloc(format!("no miss stub for r{reg}")))?,
+                RelocTo::Retpoline => self.retpoline.ok_or_else(|| {
+                    JitError::UnexpectedReloc("a retpoline call in an unhardened thunk".into())
+                })?,
             };
             backend.patch_direct_call(&mut code, r.offset, place, target, r.addend)?;
         }
@@ -326,6 +340,13 @@ impl ThunkCompiler {
     ) -> Result<CompiledThunk, JitError> {
         Self::check_targets(targets)?;
         let reach = self.backend.direct_call_reach();
+        if let Some(tramps) = &self.options.hardened
+            && !placement.reaches(tramps.for_sig(sig), reach)
+        {
+            return Err(JitError::RetpolineOutOfReach {
+                retpoline: tramps.for_sig(sig),
+            });
+        }
         let slots: Vec<SlotPlan> = targets
             .iter()
             .map(|&target| SlotPlan {
@@ -482,6 +503,7 @@ impl ThunkCompiler {
             slots,
             hooks,
             miss,
+            retpoline: self.options.hardened.map(|t| t.for_sig(sig)),
             compile_time: start.elapsed(),
         })
     }
@@ -558,6 +580,7 @@ impl ThunkCompiler {
             self.isa.frontend_config(),
             slots,
             miss_hook,
+            self.options.hardened.is_some(),
         );
         let names = self.ctx.func.params.user_named_funcs().clone();
         let compiled = self
@@ -577,6 +600,11 @@ impl ThunkCompiler {
                         }
                         (NS_HOOK, 0) => Some(RelocTo::Hook(HookKind::Entry)),
                         (NS_HOOK, 1) => Some(RelocTo::Hook(HookKind::Miss)),
+                        (crate::hardened::RETPOLINE_NAMESPACE, _)
+                            if self.options.hardened.is_some() =>
+                        {
+                            Some(RelocTo::Retpoline)
+                        }
                         _ => None,
                     }
                 }
@@ -757,6 +785,7 @@ mod tests {
                         verify: true,
                         tail_jumps,
                         templates,
+                        hardened: None,
                     };
                     let mut templated = ThunkCompiler::new(Arch::X86_64, opts(true)).unwrap();
                     let mut fresh = ThunkCompiler::new(Arch::X86_64, opts(false)).unwrap();

@@ -30,6 +30,10 @@ pub enum JitError {
         place: u64,
         target: u64,
     },
+    #[error(
+        "hardened mode: the retpoline at {retpoline:#x} is out of direct-call reach of the code memory (place it near the host text)"
+    )]
+    RetpolineOutOfReach { retpoline: u64 },
     #[error("unexpected relocation {0} in a thunk")]
     UnexpectedReloc(String),
     #[error(

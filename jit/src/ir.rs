@@ -188,6 +188,7 @@ pub(crate) fn build_thunk(
     frontend: TargetFrontendConfig,
     slots: &[SlotPlan],
     miss_hook: Option<HookPlan>,
+    hardened: bool,
 ) {
     let cc = frontend.default_call_conv;
     func.signature = thunk_signature(sig, cc);
@@ -264,7 +265,8 @@ pub(crate) fn build_thunk(
             }
         }
     }
-    let call = b.ins().call_indirect(target_sig, target, args);
+    // Hardened mode calls through a retpoline instead (crate::hardened).
+    let call = crate::hardened::miss_call(&mut b, target_sig, target, args, hardened);
     let results = b.inst_results(call).to_vec();
     b.ins().return_(&results);
     b.seal_all_blocks();

@@ -8,6 +8,11 @@
 //!   on release;
 //! * [`coherence`]: instruction-cache maintenance and core serialization;
 //! * [`disasm`]: capstone decoding for the CLI and the tests;
+//! * [`patch`]: the Patch strategy's thunk, compiled once and retargeted
+//!   in place;
+//! * [`text_patch`]: rewriting branches in the host binary's own text
+//!   (static entry stubs);
+//! * [`hardened`], [`retpoline`]: hardened mode's retpolined miss path;
 //! * `template`: one compiled template per thunk shape, patched per use.
 
 pub mod code_memory;
@@ -15,9 +20,13 @@ pub mod coherence;
 pub mod compiler;
 pub mod disasm;
 pub mod error;
+pub mod hardened;
 pub mod ir;
 pub mod isa;
+pub mod patch;
+pub mod retpoline;
 mod template;
+pub mod text_patch;
 pub mod types;
 
 pub use code_memory::{
@@ -28,5 +37,7 @@ pub use compiler::{
 };
 pub use error::JitError;
 pub use ir::{CallForm, HookKind, Hooks, SlotPlan};
-pub use isa::{Arch, ArgLoc, Branch, GPRS, HOOK_STUB_MAX, IsaBackend, MissForm, miss_hook_target};
+pub use isa::{
+    Arch, ArgLoc, Branch, BranchKind, GPRS, HOOK_STUB_MAX, IsaBackend, MissForm, miss_hook_target,
+};
 pub use types::{MAX_PARAMS, ThunkSig, ValType};

@@ -71,7 +71,7 @@ impl ValType {
     }
 
     /// Whether the type travels in a floating-point register.
-    pub fn is_float(self) -> bool {
+    pub const fn is_float(self) -> bool {
         matches!(self, ValType::F32 | ValType::F64)
     }
 }

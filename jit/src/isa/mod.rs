@@ -89,6 +89,16 @@ pub enum Branch {
     Other,
 }
 
+/// A direct branch whose target hotcall rewrites in place (the Patch
+/// strategy's slots, static entry stubs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BranchKind {
+    /// `jmp rel32` / `B`: a tail jump (the target returns to our caller).
+    Jump,
+    /// `call rel32` / `BL`.
+    Call,
+}
+
 /// The per-ISA facts the thunk compiler and code memory rely on.
 pub trait IsaBackend: Send + Sync {
     /// Which ISA this is.
@@ -199,6 +209,17 @@ pub trait IsaBackend: Send + Sync {
 
     /// Classifies one instruction decoded by capstone.
     fn classify(&self, mnemonic: &str, op_str: &str) -> Branch;
+
+    /// The aligned 32-bit word to store at `field` so that the direct
+    /// branch of `kind` it belongs to reaches `target`: the rel32 field of
+    /// `jmp`/`call` on x86-64 (the opcode byte before it never changes),
+    /// the whole `B`/`BL` instruction on aarch64. Out of reach (or, on
+    /// aarch64, a misaligned target) is an error, never a truncation.
+    fn encode_branch(&self, kind: BranchKind, field: u64, target: u64) -> Result<u32, JitError>;
+
+    /// The target of the branch whose word at `field` is `word` (the
+    /// inverse of [`Self::encode_branch`]).
+    fn decode_branch(&self, field: u64, word: u32) -> u64;
 }
 
 /// Most bytes [`IsaBackend::hook_stub`] produces on any ISA.

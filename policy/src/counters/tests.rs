@@ -31,24 +31,28 @@ fn counts_from_several_threads_add_up_exactly() {
     const THREADS: u64 = 4;
     const N: u64 = 25_000;
     let barrier = Barrier::new(THREADS as usize);
-    // Half the threads exit before the snapshot, half are still alive and
-    // holding their tables: both must be counted.
+    // Every thread finishes counting before the snapshot (exactness is
+    // promised for a quiescent epoch); then half of them exit and half stay
+    // alive, holding their tables: both must be counted.
+    let done = Barrier::new(THREADS as usize + 1);
     let parked = Barrier::new(THREADS as usize / 2 + 1);
     std::thread::scope(|scope| {
         for id in 0..THREADS {
-            let (s, barrier, parked) = (&s, &barrier, &parked);
+            let (s, barrier, done, parked) = (&s, &barrier, &done, &parked);
             scope.spawn(move || {
                 barrier.wait();
                 calls(s, A, N);
                 calls(s, B, N / 2 + id);
                 calls(s, C, 7);
                 misses(s, C, 3);
+                done.wait();
                 if id % 2 == 0 {
                     parked.wait(); // counted while alive
                     parked.wait(); // released after the snapshot
                 }
             });
         }
+        done.wait();
         parked.wait();
         let c = s.snapshot();
         assert_eq!(
@@ -63,14 +67,26 @@ fn counts_from_several_threads_add_up_exactly() {
         assert_eq!(c.candidate(C), THREADS * 10);
         parked.wait();
     });
-    // After every thread exited: the same totals, from folded tables.
-    let c = s.snapshot();
-    assert_eq!(
-        c.calls,
-        THREADS * (N + N / 2 + 7) + (0..THREADS).sum::<u64>()
-    );
-    assert_eq!(c.misses, THREADS * 10);
-    assert_eq!(s.thread_tables(), 0, "exited threads' tables are folded");
+    // After every thread exited: the same totals, from folded tables. A
+    // scoped thread counts as finished before its thread-locals (which
+    // hold the tables) are destroyed, so wait for those.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let c = s.snapshot();
+        assert_eq!(
+            c.calls,
+            THREADS * (N + N / 2 + 7) + (0..THREADS).sum::<u64>()
+        );
+        assert_eq!(c.misses, THREADS * 10);
+        if s.thread_tables() == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exited threads' tables are folded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 #[test]

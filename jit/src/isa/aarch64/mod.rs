@@ -6,11 +6,12 @@
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{Arch, ArgLoc, Branch, IsaBackend, parse_imm_addr};
+use super::{Arch, ArgLoc, Branch, BranchKind, IsaBackend, parse_imm_addr};
 use crate::error::JitError;
 
 pub mod icache;
 pub mod maintenance;
+pub mod patch;
 
 /// The aarch64 backend.
 pub struct Aarch64;
@@ -216,5 +217,17 @@ impl IsaBackend for Aarch64 {
             }
             _ => Branch::Other,
         }
+    }
+
+    fn encode_branch(&self, kind: BranchKind, field: u64, target: u64) -> Result<u32, JitError> {
+        let opcode = match kind {
+            BranchKind::Jump => patch::B,
+            BranchKind::Call => patch::BL,
+        };
+        patch::branch(opcode, field, target)
+    }
+
+    fn decode_branch(&self, field: u64, word: u32) -> u64 {
+        patch::branch_target(field, word)
     }
 }

@@ -7,10 +7,11 @@
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{Arch, ArgLoc, Branch, IsaBackend, parse_imm_addr};
+use super::{Arch, ArgLoc, Branch, BranchKind, IsaBackend, parse_imm_addr};
 use crate::error::JitError;
 
 pub mod icache;
+pub mod patch;
 
 /// The x86-64 backend.
 pub struct X86_64;
@@ -209,5 +210,13 @@ impl IsaBackend for X86_64 {
             },
             _ => Branch::Other,
         }
+    }
+
+    fn encode_branch(&self, _kind: BranchKind, field: u64, target: u64) -> Result<u32, JitError> {
+        patch::rel32(field, target)
+    }
+
+    fn decode_branch(&self, field: u64, word: u32) -> u64 {
+        patch::rel32_target(field, word)
     }
 }

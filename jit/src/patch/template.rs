@@ -1,0 +1,201 @@
+//! A compiled Patch thunk before placement, and how it is placed.
+
+use std::time::Duration;
+
+use cranelift_codegen::binemit::Reloc;
+
+use super::{DISABLED, TABLE_ALIGN, TRAP_GAP};
+use crate::error::JitError;
+use crate::isa::{Arch, BranchKind};
+use crate::types::ThunkSig;
+
+/// What a relocation of the template points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RelocTarget {
+    /// The compare table (placed after the code).
+    Table,
+    /// Slot `k`'s branch (the trap gap until the slot is first patched).
+    Slot(usize),
+    /// The hardened miss path's retpoline.
+    Retpoline,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PatchReloc {
+    pub offset: u32,
+    pub kind: Reloc,
+    pub addend: i64,
+    pub target: RelocTarget,
+}
+
+/// Where a slot's branch word is and what kind of branch it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotBranch {
+    /// Offset of the 32-bit word `IsaBackend::encode_branch` produces: the
+    /// rel32 field on x86-64, the `B`/`BL` instruction on aarch64.
+    pub offset: u32,
+    /// `Jump` when the hit tail-jumps (every argument in registers), else
+    /// `Call` (the thunk calls, then returns).
+    pub kind: BranchKind,
+}
+
+/// A Patch thunk compiled for one (signature, slot count), not yet placed.
+/// Every site of that shape is a copy of it: it has no target in it.
+#[derive(Clone, Debug)]
+pub struct PatchTemplate {
+    pub(crate) arch: Arch,
+    pub(crate) sig: ThunkSig,
+    pub(crate) code: Vec<u8>,
+    pub(crate) relocs: Vec<PatchReloc>,
+    pub(crate) branches: Vec<SlotBranch>,
+    pub(crate) retpoline: Option<u64>,
+    pub(crate) compile_time: Duration,
+}
+
+/// Offsets of one placed copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatchLayout {
+    /// Where the trap gap starts (the end of the code).
+    pub trap: usize,
+    /// Where the table starts: the first `TABLE_ALIGN`ed address at least
+    /// `TRAP_GAP` bytes past the code.
+    pub table: usize,
+    /// Bytes written: up to the end of the table.
+    pub len: usize,
+}
+
+impl PatchTemplate {
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    pub fn sig(&self) -> &ThunkSig {
+        &self.sig
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.branches.len()
+    }
+
+    /// The code without its table, relocations unapplied.
+    pub fn unlinked_code(&self) -> &[u8] {
+        &self.code
+    }
+
+    /// Each slot's branch, in slot order.
+    pub fn branches(&self) -> &[SlotBranch] {
+        &self.branches
+    }
+
+    /// Cranelift time for this template (paid once per shape).
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Bytes to allocate so that a copy fits at any 16-byte aligned
+    /// address: code, trap gap, alignment slack, and whole cache lines for
+    /// the table (so no neighbour's code shares the table's line).
+    pub fn alloc_len(&self) -> usize {
+        let table = (8 * self.slot_count()).div_ceil(TABLE_ALIGN) * TABLE_ALIGN;
+        self.code.len() + TRAP_GAP + (TABLE_ALIGN - 1) + table
+    }
+
+    pub fn layout(&self, place: u64) -> PatchLayout {
+        let trap = self.code.len();
+        let align = TABLE_ALIGN as u64;
+        let table_addr = (place + (trap + TRAP_GAP) as u64).div_ceil(align) * align;
+        let table = (table_addr - place) as usize;
+        PatchLayout {
+            trap,
+            table,
+            len: table + 8 * self.slot_count(),
+        }
+    }
+
+    /// The bytes of a copy placed at `place` (16-byte aligned): the code
+    /// with its relocations
+    /// applied (every slot's branch aimed at the trap gap), traps up to the
+    /// table, and the table with every slot [`DISABLED`].
+    pub fn link(&self, place: u64) -> Result<(Vec<u8>, PatchLayout), JitError> {
+        let layout = self.layout(place);
+        let backend = self.arch.backend();
+        let mut bytes = vec![0u8; layout.len];
+        let poison = backend.poison_pattern();
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = poison[i % poison.len()];
+        }
+        bytes[..self.code.len()].copy_from_slice(&self.code);
+        let table_addr = place + layout.table as u64;
+        let trap_addr = place + layout.trap as u64;
+        for r in &self.relocs {
+            let target = match r.target {
+                RelocTarget::Table => table_addr,
+                RelocTarget::Slot(_) => trap_addr,
+                RelocTarget::Retpoline => {
+                    self.retpoline.expect("hardened template has a retpoline")
+                }
+            };
+            apply_reloc(self.arch, &mut bytes, r, place, target)?;
+        }
+        for k in 0..self.slot_count() {
+            let at = layout.table + 8 * k;
+            bytes[at..at + 8].copy_from_slice(&DISABLED.to_le_bytes());
+        }
+        Ok((bytes, layout))
+    }
+}
+
+/// Applies one relocation of the kinds a Patch thunk has.
+fn apply_reloc(
+    arch: Arch,
+    code: &mut [u8],
+    r: &PatchReloc,
+    place: u64,
+    target: u64,
+) -> Result<(), JitError> {
+    let at = r.offset as usize;
+    let pc = place + u64::from(r.offset);
+    let s_a = (target as i64).wrapping_add(r.addend);
+    let out_of_range = || JitError::OutOfRange {
+        offset: r.offset,
+        place: pc,
+        target,
+    };
+    let word = |code: &[u8]| u32::from_le_bytes(code[at..at + 4].try_into().expect("4 bytes"));
+    match r.kind {
+        // S + A - P in a 32-bit field (calls, and `lea` of the table).
+        Reloc::X86CallPCRel4 | Reloc::X86PCRel4 => {
+            let disp = i32::try_from(s_a.wrapping_sub(pc as i64)).map_err(|_| out_of_range())?;
+            code[at..at + 4].copy_from_slice(&disp.to_le_bytes());
+        }
+        Reloc::Arm64Call => {
+            arch.backend()
+                .patch_direct_call(code, r.offset, place, target, r.addend)?;
+        }
+        // ADRP: the 4 KiB page of S + A relative to the page of P, 21 bits
+        // split into immlo (bits 29-30) and immhi (bits 5-23).
+        Reloc::Aarch64AdrPrelPgHi21 => {
+            let pages = (s_a >> 12) - ((pc as i64) >> 12);
+            if !(-(1 << 20)..(1 << 20)).contains(&pages) {
+                return Err(out_of_range());
+            }
+            let imm = pages as u32 & 0x1f_ffff;
+            let insn = word(code) & !((0x3 << 29) | (0x7_ffff << 5));
+            let insn = insn | ((imm & 0x3) << 29) | ((imm >> 2) << 5);
+            code[at..at + 4].copy_from_slice(&insn.to_le_bytes());
+        }
+        // ADD (immediate): the low 12 bits of S + A in bits 10-21.
+        Reloc::Aarch64AddAbsLo12Nc => {
+            let insn = word(code) & !(0xfff << 10);
+            let insn = insn | (((s_a as u32) & 0xfff) << 10);
+            code[at..at + 4].copy_from_slice(&insn.to_le_bytes());
+        }
+        other => {
+            return Err(JitError::UnexpectedReloc(format!(
+                "{other} at {} in a patch thunk",
+                r.offset
+            )));
+        }
+    }
+    Ok(())
+}

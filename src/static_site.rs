@@ -1,0 +1,345 @@
+//! Static sites: dispatch sites declared at compile time whose entry is a
+//! stub in the host binary's text, reached by a true direct call, so that
+//! the hit path holds no indirect branch at all (what makes promotion pay
+//! in a retpoline-hardened host). Declared with [`crate::static_site!`].
+//!
+//! ```text
+//! host:  call STUB            ; direct (asm! + sym: no GOT)
+//! STUB:  jmp rel32 -> thunk   ; retargeted with one aligned 4-byte store
+//! thunk: cmp; jne; jmp T0     ; slot 0 falls through to a direct jump
+//! ```
+//!
+//! The stub goes to the current JIT thunk ([`StaticSite::promote`]), to the
+//! site's Patch thunk for its whole life ([`StaticSite::use_patch`], then
+//! [`StaticSite::retarget`]), or to a miss stub (a plain or retpolined
+//! indirect call). Aiming it elsewhere is one atomic store of its branch
+//! word into a copy of the text page (`hotcall_jit::text_patch`); the old
+//! thunk is retired after a grace period, as when a [`crate::Site`]
+//! republishes, because a caller that went through the stub just before may
+//! still be inside it.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hotcall_jit::{Arch, BranchKind, JitError, text_patch};
+
+use crate::engine::{Engine, EngineShared, Installed};
+use crate::error::Error;
+use crate::patch::{PatchSite, PatchSiteStats, RetargetReport};
+use crate::pin::Pinned;
+use crate::signature::SiteFn;
+use crate::site::{PromoteReport, SlotStats};
+use crate::static_entry::miss_stub;
+
+/// A static site's entry stub, implemented by [`crate::static_site!`].
+///
+/// # Safety
+/// `stub_address` must be a stub laid out by `__hotcall_stub_body!`, and
+/// `enter` must call it with the thunk ABI of `F` (the target first).
+#[doc(hidden)]
+pub unsafe trait StaticStub<F: SiteFn>: 'static {
+    /// The stub's address.
+    fn stub_address() -> usize;
+    /// Calls the stub with a direct `call` (`bl`).
+    fn enter(target: F, args: F::Args) -> F::Ret;
+}
+
+enum Mode<F: SiteFn> {
+    /// Never bound: the stub goes to the hardened miss stub.
+    Unbound,
+    /// Bound, no thunk: the stub goes to the engine's miss stub.
+    Indirect,
+    /// The stub goes to this JIT thunk.
+    Jit(Installed),
+    /// The stub goes to this Patch site's thunk, for good.
+    Patch(Box<PatchSite<F>>),
+}
+
+struct StaticState<F: SiteFn> {
+    engine: Option<Arc<EngineShared>>,
+    mode: Mode<F>,
+    stub_writes: u64,
+}
+
+/// How a static site dispatches now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StaticMode {
+    Unbound,
+    Indirect,
+    Jit { entry: usize, slots: Vec<SlotStats> },
+    Patch(PatchSiteStats),
+}
+
+/// A snapshot of a static site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticSiteStats {
+    pub name: &'static str,
+    /// The stub's address.
+    pub stub: usize,
+    /// Where the stub jumps now.
+    pub jumps_to: usize,
+    pub mode: StaticMode,
+    /// Stores into the stub so far.
+    pub stub_writes: u64,
+}
+
+impl fmt::Display for StaticSiteStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "static site {}: stub at {:#x} jumps to {:#x}, {} stub writes; ",
+            self.name, self.stub, self.jumps_to, self.stub_writes
+        )?;
+        match &self.mode {
+            StaticMode::Unbound => f.write_str("unbound (hardened miss stub)"),
+            StaticMode::Indirect => f.write_str("indirect (miss stub)"),
+            StaticMode::Jit { entry, slots } => {
+                write!(f, "JIT thunk at {entry:#x}, {} slots", slots.len())
+            }
+            StaticMode::Patch(p) => write!(f, "Patch thunk\n  {p}"),
+        }
+    }
+}
+
+/// A dispatch site declared with [`crate::static_site!`]; see the module
+/// docs. `S` is the macro-generated stub.
+pub struct StaticSite<F: SiteFn, S: StaticStub<F>> {
+    name: &'static str,
+    state: Mutex<StaticState<F>>,
+    _stub: PhantomData<fn() -> S>,
+}
+
+/// The address of the stub's branch word.
+fn branch_field(stub: usize) -> Result<usize, JitError> {
+    match Arch::host() {
+        Some(Arch::X86_64) => {
+            use hotcall_jit::isa::x86_64::patch::{STUB_FIELD_OFFSET, STUB_PREFIX};
+            let block = stub.next_multiple_of(8);
+            // SAFETY: the stub is a function of this binary; its bytes are
+            // mapped readable (and 12 bytes long at most).
+            let prefix = unsafe { std::slice::from_raw_parts(block as *const u8, 4) };
+            if prefix != STUB_PREFIX {
+                return Err(JitError::Map(format!(
+                    "{stub:#x} is not a static entry stub (bytes {prefix:02x?})"
+                )));
+            }
+            Ok(block + STUB_FIELD_OFFSET as usize)
+        }
+        Some(Arch::Aarch64) => {
+            use hotcall_jit::isa::aarch64::patch::{B, branch_opcode};
+            if branch_opcode(text_patch::load_u32(stub)) != Some(B) {
+                return Err(JitError::Map(format!(
+                    "{stub:#x} is not a static entry stub"
+                )));
+            }
+            Ok(stub)
+        }
+        None => Err(JitError::Isa(
+            "host",
+            "no static entries on this ISA".into(),
+        )),
+    }
+}
+
+impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
+    /// Used by [`crate::static_site!`].
+    #[doc(hidden)]
+    pub const fn new(name: &'static str) -> Self {
+        StaticSite {
+            name,
+            state: Mutex::new(StaticState {
+                engine: None,
+                mode: Mode::Unbound,
+                stub_writes: 0,
+            }),
+            _stub: PhantomData,
+        }
+    }
+
+    /// Calls `target` with `args` through the stub: a direct `call` to the
+    /// stub, a direct jump to the thunk (or miss stub).
+    ///
+    /// `pinned` keeps whatever the stub jumped to alive for the whole call.
+    #[inline(always)]
+    pub fn call(&self, pinned: &Pinned, target: F, args: F::Args) -> F::Ret {
+        let _ = pinned;
+        S::enter(target, args)
+    }
+
+    /// The stub's address.
+    pub fn stub_address(&self) -> usize {
+        S::stub_address()
+    }
+
+    /// Where the stub jumps now.
+    pub fn jumps_to(&self) -> Result<usize, Error> {
+        let field = branch_field(S::stub_address())?;
+        let backend = Arch::host().expect("checked by branch_field").backend();
+        Ok(backend.decode_branch(field as u64, text_patch::load_u32(field)) as usize)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StaticState<F>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn error(&self, why: impl Into<String>) -> Error {
+        Error::StaticSite {
+            site: self.name,
+            why: why.into(),
+        }
+    }
+
+    /// Binds the site to `engine` on first use (making the stub's page
+    /// patchable and aiming it at the engine's miss stub).
+    fn bind(&self, state: &mut StaticState<F>, engine: &Engine) -> Result<(), Error> {
+        match &state.engine {
+            Some(bound) if Arc::ptr_eq(bound, &engine.shared) => Ok(()),
+            Some(_) => Err(self.error("already bound to another engine")),
+            None => {
+                let field = branch_field(S::stub_address())?;
+                text_patch::make_patchable(field)?;
+                self.aim(state, miss_stub(engine.shared.hardened))?;
+                state.engine = Some(Arc::clone(&engine.shared));
+                state.mode = Mode::Indirect;
+                Ok(())
+            }
+        }
+    }
+
+    /// Aims the stub at `target`: one aligned 32-bit store. Fails, leaving
+    /// the stub as it was, if the target is out of direct-branch reach.
+    fn aim(&self, state: &mut StaticState<F>, target: usize) -> Result<(), Error> {
+        let field = branch_field(S::stub_address())?;
+        let backend = Arch::host().expect("checked by branch_field").backend();
+        let word = backend.encode_branch(BranchKind::Jump, field as u64, target as u64)?;
+        // SAFETY: the field is the stub's `jmp rel32` displacement / `B`
+        // word, made patchable by `bind`, aligned; both the old and the new
+        // target are complete code for the thunk ABI of `F` (a thunk, a
+        // Patch thunk or a miss stub) that stays alive until a grace period
+        // after it is replaced (the caller retires it), so any thread that
+        // executes either word is correct. One aligned store: see
+        // docs/patching.md for the architecture rules.
+        unsafe { text_patch::store_u32(field, word)? };
+        // A core may still hold the old stub word; before the old target
+        // can be freed, every core must have serialized. x86-64 instruction
+        // fetch snoops stores; on aarch64 this is required.
+        if cfg!(target_arch = "aarch64") {
+            hotcall_jit::coherence::serialize_all_cores();
+        }
+        state.stub_writes += 1;
+        Ok(())
+    }
+
+    /// Retires whatever the stub no longer goes to.
+    fn retire(state: &mut StaticState<F>, old: Mode<F>) {
+        match old {
+            Mode::Jit(installed) => {
+                if let Some(engine) = &state.engine {
+                    engine.retire(installed);
+                }
+            }
+            // Dropping the Patch site frees its thunk after a grace period.
+            Mode::Patch(site) => drop(site),
+            Mode::Unbound | Mode::Indirect => {}
+        }
+    }
+
+    /// Compiles a JIT thunk promoting `targets` on `engine` (binding the
+    /// site to it on first use) and aims the stub at it; the previous
+    /// thunk is freed after a grace period. On failure the site keeps
+    /// dispatching as before.
+    pub fn promote(&self, engine: &Engine, targets: &[F]) -> Result<PromoteReport, Error> {
+        let addrs: Vec<u64> = targets.iter().map(|f| f.addr() as u64).collect();
+        let mut state = self.lock();
+        self.bind(&mut state, engine)?;
+        let installed = engine
+            .shared
+            .build(&F::signature(), &addrs, &hotcall_jit::Hooks::NONE)?;
+        if let Err(e) = self.aim(&mut state, installed.code.entry()) {
+            // Never published: no thread can be inside it.
+            engine.shared.release_unpublished(installed);
+            return Err(e);
+        }
+        let report = PromoteReport {
+            entry: installed.code.entry(),
+            slots: crate::site::slot_stats(&installed, None),
+            code_bytes: installed.code_bytes,
+            compile_time: installed.compile_time,
+        };
+        let old = std::mem::replace(&mut state.mode, Mode::Jit(installed));
+        Self::retire(&mut state, old);
+        Ok(report)
+    }
+
+    /// Gives the site a Patch thunk with `slots` slots (all disabled) for
+    /// good and aims the stub at it; retarget it with
+    /// [`StaticSite::retarget`].
+    pub fn use_patch(&self, engine: &Engine, slots: usize) -> Result<(), Error> {
+        let mut state = self.lock();
+        self.bind(&mut state, engine)?;
+        let site = engine.named_patch_site::<F>(self.name, slots)?;
+        self.aim(&mut state, site.entry())?;
+        let old = std::mem::replace(&mut state.mode, Mode::Patch(Box::new(site)));
+        Self::retire(&mut state, old);
+        Ok(())
+    }
+
+    /// Retargets the site's Patch thunk (see [`PatchSite::retarget`]);
+    /// an error unless [`StaticSite::use_patch`] was called.
+    pub fn retarget(&self, targets: &[F]) -> Result<RetargetReport, Error> {
+        match &self.lock().mode {
+            Mode::Patch(site) => site.retarget(targets),
+            _ => Err(self.error("retarget needs the Patch strategy (use_patch)")),
+        }
+    }
+
+    /// Completes a due Patch retarget ([`PatchSite::poll`]).
+    pub fn poll(&self) -> bool {
+        match &self.lock().mode {
+            Mode::Patch(site) => site.poll(),
+            _ => false,
+        }
+    }
+
+    /// Waits for a pending Patch retarget ([`PatchSite::wait`]).
+    pub fn wait(&self, timeout: Duration) -> bool {
+        match &self.lock().mode {
+            Mode::Patch(site) => site.wait(timeout),
+            _ => true,
+        }
+    }
+
+    /// Aims the stub at the engine's miss stub (a plain or retpolined
+    /// indirect call) and frees the thunk after a grace period.
+    pub fn demote(&self) -> Result<(), Error> {
+        let mut state = self.lock();
+        let Some(engine) = state.engine.clone() else {
+            return Ok(());
+        };
+        self.aim(&mut state, miss_stub(engine.hardened))?;
+        let old = std::mem::replace(&mut state.mode, Mode::Indirect);
+        Self::retire(&mut state, old);
+        Ok(())
+    }
+
+    pub fn stats(&self) -> StaticSiteStats {
+        let state = self.lock();
+        StaticSiteStats {
+            name: self.name,
+            stub: S::stub_address(),
+            jumps_to: self.jumps_to().unwrap_or(0),
+            mode: match &state.mode {
+                Mode::Unbound => StaticMode::Unbound,
+                Mode::Indirect => StaticMode::Indirect,
+                Mode::Jit(i) => StaticMode::Jit {
+                    entry: i.code.entry(),
+                    slots: crate::site::slot_stats(i, None),
+                },
+                Mode::Patch(site) => StaticMode::Patch(site.stats()),
+            },
+            stub_writes: state.stub_writes,
+        }
+    }
+}
