@@ -52,7 +52,7 @@ pub enum StrategySite<F: SiteFn> {
     Indirect,
     Retpoline,
     Jit(Site<F>),
-    Patch(PatchSite<F>),
+    Patch(Box<PatchSite<F>>),
 }
 
 impl<F: SiteFn> StrategySite<F> {
@@ -62,7 +62,7 @@ impl<F: SiteFn> StrategySite<F> {
             Strategy::Indirect => StrategySite::Indirect,
             Strategy::Retpoline => StrategySite::Retpoline,
             Strategy::Jit => StrategySite::Jit(engine.site()),
-            Strategy::Patch { slots } => StrategySite::Patch(engine.patch_site(slots)?),
+            Strategy::Patch { slots } => StrategySite::Patch(Box::new(engine.patch_site(slots)?)),
         })
     }
 
