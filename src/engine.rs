@@ -8,6 +8,7 @@ use hotcall_jit::{
     Arch, ArgLoc, CodeMemory, CodeMemoryOptions, CodeMemoryStats, CompilerOptions, ExecutableCode,
     GPRS, HOOK_STUB_MAX, Hooks, JitError, SlotPlan, ThunkCompiler, ThunkSig, miss_hook_target,
 };
+use hotcall_policy::publish::EntryCell;
 use hotcall_policy::{PolicyConfig, ScheduleConfig, Scheduler, SchedulerStats, TickReport};
 use serde::Serialize;
 
@@ -231,17 +232,34 @@ impl EngineShared {
             return;
         };
         let memory = Arc::clone(&cg.memory);
-        let guard = crossbeam_epoch::pin();
-        guard.defer(move || {
+        hotcall_policy::publish::retire(code, move |code| {
             // SAFETY: the code was made unreachable before `retire_code`
-            // (caller's contract), and crossbeam runs this only after every
+            // (caller's contract), and `retire` runs this only after every
             // thread pinned at that time has unpinned. Callers stay pinned
             // for their whole call through a site (`Site::call` borrows
             // their `Pinned`), returns from targets and hooks included, so
             // no thread is inside this code or can enter it.
             unsafe { memory.release(code) };
         });
-        guard.flush();
+    }
+
+    /// Publishes `entry` in `cell` and frees `old`, the thunk the previous
+    /// entry led to, once no thread can be inside it
+    /// (`hotcall_policy::publish`: the store is `Release`, so `entry`'s
+    /// code must be finished before this call).
+    pub(crate) fn republish(&self, cell: &EntryCell, entry: usize, old: Option<Installed>) {
+        // A thunk exists only where code generation works.
+        let old = old.map(|o| o.code).zip(self.memory().cloned());
+        cell.replace(entry, old, |(code, memory)| {
+            // SAFETY: the previous entry was the only published way into
+            // `code`, and `replace` stores the new entry first, then runs
+            // this only after every thread pinned at that time has
+            // unpinned. Callers are pinned from before they load the entry
+            // until their call returns (`Site::call` borrows their
+            // `Pinned`), returns into the thunk included, so no thread is
+            // inside this code or can enter it.
+            unsafe { memory.release(code) };
+        });
     }
 
     /// Installs the counting-hook stubs of a site with signature `sig`: the

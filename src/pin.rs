@@ -37,6 +37,12 @@ impl Pinned {
     pub fn quiesce(&mut self) {
         self.guard.repin();
     }
+
+    /// The epoch guard, for `hotcall_policy::publish::EntryCell::load`.
+    #[inline(always)]
+    pub(crate) fn guard(&self) -> &crossbeam_epoch::Guard {
+        &self.guard
+    }
 }
 
 impl Default for Pinned {

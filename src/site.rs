@@ -3,11 +3,11 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hotcall_jit::{CallForm, Hooks, ThunkSig};
+use hotcall_policy::publish::EntryCell;
 use hotcall_policy::{
     Counting, Counts, Learner, Learning, Plan, PolicyConfig, PolicyState, SiteCounters, Step,
 };
@@ -238,8 +238,9 @@ struct Inner {
 /// The type-independent part of a site, shared with the scheduler.
 pub(crate) struct SiteCore {
     /// Entry of the current thunk, 0 for a plain indirect call. The only
-    /// word the call path reads.
-    entry: AtomicUsize,
+    /// word the call path reads; published and retired through
+    /// `hotcall_policy::publish` (the protocol the loom model checks).
+    entry: EntryCell,
     sig: ThunkSig,
     name: Option<String>,
     engine: Arc<EngineShared>,
@@ -286,7 +287,7 @@ impl<F: SiteFn> Site<F> {
         let (learner, first) = Learner::new(policy, tick);
         let sig = F::signature();
         let core = Arc::new(SiteCore {
-            entry: AtomicUsize::new(0),
+            entry: EntryCell::new(0),
             sig,
             name: options.name,
             engine,
@@ -323,10 +324,11 @@ impl<F: SiteFn> Site<F> {
     /// memory-safe.
     #[inline(always)]
     pub fn call(&self, pinned: &Pinned, target: F, args: F::Args) -> F::Ret {
-        let _ = pinned;
-        // Acquire pairs with the Release in `publish`: the thunk's bytes
-        // (written before publication) are visible to this thread.
-        let entry = self.core.entry.load(Ordering::Acquire);
+        // An Acquire load, pairing with the Release store in `publish`: the
+        // thunk's bytes (written before publication) are visible to this
+        // thread. Taking the guard makes "pinned before loading" a type
+        // requirement.
+        let entry = self.core.entry.load(pinned.guard());
         if self.hardened {
             return self.call_hardened(entry, target, args);
         }
@@ -547,14 +549,12 @@ impl SiteCore {
         });
     }
 
-    /// The one atomic step: swap the entry, then retire the old thunk.
+    /// The one atomic step: swap the entry (a Release store: the new
+    /// thunk's bytes were written before), then retire the old thunk.
     fn publish(&self, published: &mut Published, new: Option<Installed>) {
         let entry = new.as_ref().map_or(0, |i| i.code.entry());
-        // Release: the new thunk's bytes were written before this store.
-        self.entry.store(entry, Ordering::Release);
-        if let Some(old) = std::mem::replace(&mut published.current, new) {
-            self.engine.retire(old);
-        }
+        let old = std::mem::replace(&mut published.current, new);
+        self.engine.republish(&self.entry, entry, old);
     }
 
     fn stats(&self) -> SiteStats {
@@ -648,8 +648,7 @@ impl Drop for SiteCore {
         if let Some(old) = inner.published.current.take() {
             // Unpublish first: no caller holds the site any more, but a
             // caller may still be returning into the thunk.
-            self.entry.store(0, Ordering::Release);
-            self.engine.retire(old);
+            self.engine.republish(&self.entry, 0, Some(old));
         }
         // No published thunk leads to the stubs any more; thunks retired
         // above may still call them until their grace period ends, which

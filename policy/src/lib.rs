@@ -6,7 +6,9 @@
 //! * [`policy`]: the [`Policy`] trait and the policies `Adaptive` (the
 //!   default), `Seed` (the 2019 RFC), `Fixed` and `Off`;
 //! * [`Learner`]: one site's loop of snapshot, decision and install;
-//! * [`Scheduler`]: when sites learn (a background thread or `tick()`).
+//! * [`Scheduler`]: when sites learn (a background thread or `tick()`);
+//! * [`publish`]: the publish/retire protocol the sites' entries follow
+//!   (checked under loom).
 //!
 //! Nothing here generates code: a decision is a [`Plan`] (target addresses
 //! in slot order, and how much to count), and the `hotcall` crate turns it
@@ -18,7 +20,9 @@ mod counts;
 mod learner;
 mod plan;
 pub mod policy;
+pub mod publish;
 mod scheduler;
+mod sync;
 
 pub use counters::{CounterConfig, MAX_CANDIDATES, Replacement, SiteCookie, SiteCounters};
 pub use counts::{Counts, TargetCount};
