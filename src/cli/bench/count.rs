@@ -15,7 +15,7 @@ use std::process::Command;
 
 use hotcall::workload::{CHAIN_START, Call, STREAM_LEN, Workload, WorkloadKind};
 
-use super::strategy::{self, Build, CHUNK_LEN, Cell};
+use super::strategy::{Build, CHUNK_LEN, Cell, StrategyDef};
 use crate::cli::CliResult;
 
 /// The function whose inclusive cost is counted.
@@ -35,6 +35,10 @@ pub struct Counts {
     pub instructions: f64,
     pub conditional_mispredicts: f64,
     pub indirect_mispredicts: f64,
+    /// Indirect calls and jumps executed (callgrind's `Bi`; returns are not
+    /// counted): what a retpoline-hardened build would route through the
+    /// retpoline.
+    pub indirect_branches: f64,
 }
 
 impl Counts {
@@ -67,12 +71,16 @@ pub fn check_valgrind() -> Result<String, String> {
 pub fn count_cell(
     workload: WorkloadKind,
     strategy: &str,
+    entry: &str,
     seed: u64,
     plan: CountPlan,
     dir: &Path,
 ) -> Result<Counts, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
-    let out_file: PathBuf = dir.join(format!("callgrind.{}.{strategy}.out", workload.name()));
+    let out_file: PathBuf = dir.join(format!(
+        "callgrind.{}.{strategy}.{entry}.out",
+        workload.name()
+    ));
     let output = Command::new("valgrind")
         .args([
             "--tool=callgrind",
@@ -92,6 +100,8 @@ pub fn count_cell(
             workload.name(),
             "--strategies",
             strategy,
+            "--entries",
+            entry,
             "--seed",
             &seed.to_string(),
             "--count-warmup-passes",
@@ -105,7 +115,7 @@ pub fn count_cell(
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
         return Err(format!(
-            "{} / {strategy} under callgrind failed ({}):\n{}",
+            "{} / {strategy} ({entry}) under callgrind failed ({}):\n{}",
             workload.name(),
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -126,6 +136,7 @@ pub fn count_cell(
         instructions: get("Ir")?,
         conditional_mispredicts: get("Bcm")?,
         indirect_mispredicts: get("Bim")?,
+        indirect_branches: get("Bi")?,
     })
 }
 
@@ -161,13 +172,13 @@ pub fn parse_totals(text: &str) -> Result<Vec<(String, u64)>, String> {
 
 /// The child: builds the cell, warms up, runs the counted passes on every
 /// thread, checks the results.
-pub fn child(workload: WorkloadKind, strategy: &str, seed: u64, plan: CountPlan) -> CliResult {
-    let def = strategy::by_name(strategy).ok_or_else(|| format!("no strategy {strategy}"))?;
+pub fn child(workload: WorkloadKind, def: &StrategyDef, seed: u64, plan: CountPlan) -> CliResult {
+    let strategy = def.label();
     let Build::Ready(build) = def.build else {
         return Err(format!("strategy {strategy} is missing"));
     };
     let w = Workload::new(workload, seed);
-    let cell = build(&w)?;
+    let cell = build(&w).map_err(|e| format!("building {} / {strategy}: {e:?}", w.name()))?;
     let cell: &dyn Cell = cell.as_ref();
     let run_thread = |t: usize| {
         let mut x = CHAIN_START;

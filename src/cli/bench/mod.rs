@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use hotcall::Arch;
 use hotcall::workload::{PHASE_LEN, STREAM_LEN, SplitMix64, Workload, WorkloadKind};
 
 use super::CliResult;
 
 mod clock;
 mod count;
+mod isa;
 mod plot;
 mod report;
 mod stats;
@@ -24,11 +26,11 @@ mod timing;
 use clock::Clock;
 use count::CountPlan;
 use report::{CellResult, Config, Host, MissingCell, Report, StrategyInfo, WorkloadInfo};
-use strategy::{Build, CHUNK_LEN, Cell, STRATEGIES, StrategyDef};
+use strategy::{Build, BuildError, CHUNK_LEN, Cell, Entry, STRATEGIES, StrategyDef};
 use timing::TimingPlan;
 
 /// The seed of the call streams unless `--seed` says otherwise.
-const DEFAULT_SEED: u64 = 0x5eed;
+pub(crate) const DEFAULT_SEED: u64 = 0x5eed;
 /// The level of the median intervals.
 const CONFIDENCE: f64 = 0.95;
 
@@ -96,9 +98,14 @@ pub struct BenchArgs {
     /// Workloads to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
-    /// Strategies to run, comma-separated (default: all).
+    /// Strategies to run, comma-separated (default: all), each with every
+    /// entry it has unless `--entries` says otherwise.
     #[arg(long, value_delimiter = ',')]
     strategies: Vec<String>,
+    /// Entries to run (pointer, static, none), comma-separated (default:
+    /// all).
+    #[arg(long, value_delimiter = ',')]
+    entries: Vec<String>,
     /// Seed of the call streams.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
@@ -126,6 +133,12 @@ pub struct BenchArgs {
     /// Uncounted warm-up passes before them (default from the preset).
     #[arg(long)]
     count_warmup_passes: Option<usize>,
+    /// With `--count`: also the side-by-side ISA table (code bytes per
+    /// thunk, instructions executed per path, 0 to 8 slots) of the host's
+    /// ISA and this one (x86_64 or aarch64; comma-separated for several),
+    /// counted under qemu-user.
+    #[arg(long, value_name = "ISA", value_delimiter = ',', value_parser = crate::cli::disasm::parse_arch, requires = "count")]
+    arch: Vec<Arch>,
     /// Internal: run one cell as the child of `--count`.
     #[arg(long, hide = true)]
     count_cell: bool,
@@ -140,6 +153,7 @@ impl BenchArgs {
             passes: None,
             workloads: Vec::new(),
             strategies: Vec::new(),
+            entries: Vec::new(),
             seed: DEFAULT_SEED,
             clock: Clock::Cpu,
             json: Some(dir.join("report.json")),
@@ -148,6 +162,7 @@ impl BenchArgs {
             count: false,
             count_passes: None,
             count_warmup_passes: None,
+            arch: Vec::new(),
             count_cell: false,
         }
     }
@@ -187,25 +202,40 @@ impl BenchArgs {
             .collect()
     }
 
+    /// The rows of `table` that `--strategies` and `--entries` select, in
+    /// table order.
     fn selected_strategies(
         &self,
         table: &'static [StrategyDef],
     ) -> Result<Vec<&'static StrategyDef>, String> {
-        if self.strategies.is_empty() {
-            return Ok(table.iter().collect());
+        for n in &self.strategies {
+            if !table.iter().any(|s| s.name == n) {
+                let mut all: Vec<&str> = table.iter().map(|s| s.name).collect();
+                all.dedup();
+                return Err(format!(
+                    "unknown strategy {n:?}; the strategies are {}",
+                    all.join(", ")
+                ));
+            }
         }
-        self.strategies
+        let entries = self
+            .entries
             .iter()
             .map(|n| {
-                table.iter().find(|s| s.name == n).ok_or_else(|| {
-                    let all: Vec<&str> = table.iter().map(|s| s.name).collect();
-                    format!(
-                        "unknown strategy {n:?}; the strategies are {}",
-                        all.join(", ")
-                    )
+                Entry::from_name(n).ok_or_else(|| {
+                    format!("unknown entry {n:?}; the entries are pointer, static, none")
                 })
             })
-            .collect()
+            .collect::<Result<Vec<Entry>, String>>()?;
+        let selected: Vec<&'static StrategyDef> = table
+            .iter()
+            .filter(|s| self.strategies.is_empty() || self.strategies.iter().any(|n| n == s.name))
+            .filter(|s| entries.is_empty() || entries.contains(&s.entry))
+            .collect();
+        if selected.is_empty() {
+            return Err("no strategy has the selected entries".into());
+        }
+        Ok(selected)
     }
 }
 
@@ -244,7 +274,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
         let ([w], [s]) = (workloads.as_slice(), strategies.as_slice()) else {
             return Err("--count-cell takes one workload and one strategy".into());
         };
-        return count::child(*w, s.name, args.seed, args.count_plan());
+        return count::child(*w, s, args.seed, args.count_plan());
     }
     let plan = args.timing();
     if plan.samples < 6 {
@@ -307,6 +337,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
                 threads: k.threads(),
             })
             .collect(),
+        isa_table: None,
         strategies: strategies
             .iter()
             .map(|s| StrategyInfo {
@@ -334,9 +365,25 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
     if args.count {
         count_all(args, &mut report, &mut failures);
     }
+    if !args.arch.is_empty() {
+        let archs = isa::isas(&args.arch);
+        let names: Vec<&str> = archs.iter().map(|a| a.name()).collect();
+        eprintln!(
+            "measuring the ISA table ({}) under qemu-user",
+            names.join(", ")
+        );
+        match isa::measure(&archs) {
+            Ok(t) => report.isa_table = Some(t),
+            Err(e) => failures.push(e),
+        }
+    }
 
     println!();
     print!("{}", table::terminal(&report));
+    if let Some(t) = &report.isa_table {
+        println!();
+        print!("{}", t.markdown);
+    }
     write_outputs(args, &report)?;
 
     let wrong: Vec<String> = report
@@ -345,7 +392,9 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
         .map(|r| {
             format!(
                 "{} / {} ({} samples)",
-                r.workload, r.strategy, r.wrong_samples
+                r.workload,
+                strategy::label(r.strategy, r.entry),
+                r.wrong_samples
             )
         })
         .collect();
@@ -396,20 +445,27 @@ fn measure_all(
                     entry: s.entry.name(),
                     reason: why.into(),
                 }),
-                Build::Ready(build) => match build(&w) {
-                    Ok(cell) => cells.push((s, cell)),
-                    Err(e) => {
-                        let reason = format!("failed to build: {e}");
-                        failures.push(format!("{} / {}: {reason}", kind.name(), s.name));
-                        bar.inc((plan.warmup_rounds + plan.samples) as u64);
-                        report.missing.push(MissingCell {
-                            workload: kind.name(),
-                            strategy: s.name,
-                            entry: s.entry.name(),
-                            reason,
-                        });
-                    }
-                },
+                Build::Ready(build) => {
+                    let reason = match build(&w) {
+                        Ok(cell) => {
+                            cells.push((s, cell));
+                            continue;
+                        }
+                        Err(BuildError::NotApplicable(why)) => format!("not applicable: {why}"),
+                        Err(BuildError::Failed(e)) => {
+                            let reason = format!("failed to build: {e}");
+                            failures.push(format!("{} / {}: {reason}", kind.name(), s.label()));
+                            reason
+                        }
+                    };
+                    bar.inc((plan.warmup_rounds + plan.samples) as u64);
+                    report.missing.push(MissingCell {
+                        workload: kind.name(),
+                        strategy: s.name,
+                        entry: s.entry.name(),
+                        reason,
+                    });
+                }
             }
         }
         let refs: Vec<&dyn Cell> = cells.iter().map(|(_, c)| c.as_ref()).collect();
@@ -445,15 +501,23 @@ fn count_all(args: &BenchArgs, report: &mut Report, failures: &mut Vec<String>) 
         "{spinner} counting {msg:<24} [{wide_bar}] {pos}/{len} cells {elapsed}",
     );
     for r in &mut report.results {
-        bar.set_message(format!("{} / {}", r.workload, r.strategy));
+        let label = strategy::label(r.strategy, r.entry);
+        bar.set_message(format!("{} / {label}", r.workload));
         let kind = WorkloadKind::from_name(r.workload).expect("a measured workload");
-        match count::count_cell(kind, r.strategy, args.seed, args.count_plan(), &dir) {
+        match count::count_cell(
+            kind,
+            r.strategy,
+            r.entry,
+            args.seed,
+            args.count_plan(),
+            &dir,
+        ) {
             Ok(c) => r.set_counts(c),
             Err(e) => failures.push(format!("--count: {e}")),
         }
         bar.inc(1);
         if bar.is_hidden() {
-            eprintln!("counted {} / {}", r.workload, r.strategy);
+            eprintln!("counted {} / {label}", r.workload);
         }
     }
     bar.finish_and_clear();
@@ -555,11 +619,11 @@ mod tests {
         }
     }
 
-    fn broken(_: &Workload) -> Result<Box<dyn Cell>, String> {
+    fn broken(_: &Workload) -> Result<Box<dyn Cell>, BuildError> {
         Ok(Box::new(Broken))
     }
 
-    fn plain(_: &Workload) -> Result<Box<dyn Cell>, String> {
+    fn plain(_: &Workload) -> Result<Box<dyn Cell>, BuildError> {
         Ok(Box::new(Plain))
     }
 
