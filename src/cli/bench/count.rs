@@ -15,7 +15,8 @@ use std::process::Command;
 
 use hotcall::workload::{CHAIN_START, Call, STREAM_LEN, Workload, WorkloadKind};
 
-use super::strategy::{Build, CHUNK_LEN, Cell, StrategyDef};
+use super::BenchArgs;
+use super::strategy::{Build, BuildOptions, CHUNK_LEN, Cell, StrategyDef};
 use crate::cli::CliResult;
 
 /// The function whose inclusive cost is counted.
@@ -72,10 +73,10 @@ pub fn count_cell(
     workload: WorkloadKind,
     strategy: &str,
     entry: &str,
-    seed: u64,
-    plan: CountPlan,
+    args: &BenchArgs,
     dir: &Path,
 ) -> Result<Counts, String> {
+    let (seed, plan) = (args.seed, args.count_plan());
     let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
     let out_file: PathBuf = dir.join(format!(
         "callgrind.{}.{strategy}.{entry}.out",
@@ -109,6 +110,7 @@ pub fn count_cell(
             "--count-passes",
             &plan.passes.to_string(),
         ])
+        .args(args.hardened.then_some("--hardened"))
         .output()
         .map_err(|e| format!("running valgrind: {e}"))?;
     if !output.status.success() {
@@ -172,13 +174,20 @@ pub fn parse_totals(text: &str) -> Result<Vec<(String, u64)>, String> {
 
 /// The child: builds the cell, warms up, runs the counted passes on every
 /// thread, checks the results.
-pub fn child(workload: WorkloadKind, def: &StrategyDef, seed: u64, plan: CountPlan) -> CliResult {
+pub fn child(
+    workload: WorkloadKind,
+    def: &StrategyDef,
+    seed: u64,
+    plan: CountPlan,
+    options: BuildOptions,
+) -> CliResult {
     let strategy = def.label();
     let Build::Ready(build) = def.build else {
         return Err(format!("strategy {strategy} is missing"));
     };
     let w = Workload::new(workload, seed);
-    let cell = build(&w).map_err(|e| format!("building {} / {strategy}: {e:?}", w.name()))?;
+    let cell =
+        build(&w, options).map_err(|e| format!("building {} / {strategy}: {e:?}", w.name()))?;
     let cell: &dyn Cell = cell.as_ref();
     let run_thread = |t: usize| {
         let mut x = CHAIN_START;

@@ -26,7 +26,7 @@ mod timing;
 use clock::Clock;
 use count::CountPlan;
 use report::{CellResult, Config, Host, MissingCell, Report, StrategyInfo, WorkloadInfo};
-use strategy::{Build, BuildError, CHUNK_LEN, Cell, Entry, STRATEGIES, StrategyDef};
+use strategy::{Build, BuildError, BuildOptions, CHUNK_LEN, Cell, Entry, STRATEGIES, StrategyDef};
 use timing::TimingPlan;
 
 /// The seed of the call streams unless `--seed` says otherwise.
@@ -114,6 +114,12 @@ pub struct BenchArgs {
     /// are in the JSON.
     #[arg(long, value_enum, default_value = "cpu")]
     clock: Clock,
+    /// Measure a retpoline-hardened host: hotcall's engines in hardened
+    /// mode (pointer entries, thunks' misses and static miss stubs through
+    /// the retpoline) and `listed`'s misses through the retpoline;
+    /// `indirect` stays a plain call.
+    #[arg(long)]
+    hardened: bool,
     /// Write the report as JSON (schema hotcall-bench/1).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -156,6 +162,7 @@ impl BenchArgs {
             entries: Vec::new(),
             seed: DEFAULT_SEED,
             clock: Clock::Cpu,
+            hardened: false,
             json: Some(dir.join("report.json")),
             plot: Some(dir.join("report.svg")),
             markdown: Some(dir.join("report.md")),
@@ -173,6 +180,12 @@ impl BenchArgs {
             warmup_rounds: self.warmup_rounds.unwrap_or(p.warmup_rounds),
             samples: self.samples.unwrap_or(p.samples),
             passes: self.passes.unwrap_or(p.passes),
+        }
+    }
+
+    fn build_options(&self) -> BuildOptions {
+        BuildOptions {
+            hardened: self.hardened,
         }
     }
 
@@ -274,7 +287,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
         let ([w], [s]) = (workloads.as_slice(), strategies.as_slice()) else {
             return Err("--count-cell takes one workload and one strategy".into());
         };
-        return count::child(*w, s, args.seed, args.count_plan());
+        return count::child(*w, s, args.seed, args.count_plan(), args.build_options());
     }
     let plan = args.timing();
     if plan.samples < 6 {
@@ -293,7 +306,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
 
     println!(
         "hotcall bench, {} preset: {} workload(s) x {} strategies, {} samples per cell of {} calls \
-         (plus {} warm-up rounds), strategies in a new random order each round; {} time",
+         (plus {} warm-up rounds), strategies in a new random order each round; {} time{}",
         args.preset.name(),
         workloads.len(),
         strategies.len(),
@@ -304,6 +317,11 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
             "thread CPU"
         } else {
             "wall"
+        },
+        if args.hardened {
+            "; HARDENED: hotcall's indirect branches and listed's misses through the retpoline"
+        } else {
+            ""
         }
     );
     let mut report = Report {
@@ -319,6 +337,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
             chunk_len: CHUNK_LEN,
             seed: args.seed,
             clock: args.clock.name(),
+            hardened: args.hardened,
             confidence: CONFIDENCE,
             count: args.count,
             count_warmup_passes: args.count_plan().warmup_passes,
@@ -446,7 +465,7 @@ fn measure_all(
                     reason: why.into(),
                 }),
                 Build::Ready(build) => {
-                    let reason = match build(&w) {
+                    let reason = match build(&w, args.build_options()) {
                         Ok(cell) => {
                             cells.push((s, cell));
                             continue;
@@ -504,14 +523,7 @@ fn count_all(args: &BenchArgs, report: &mut Report, failures: &mut Vec<String>) 
         let label = strategy::label(r.strategy, r.entry);
         bar.set_message(format!("{} / {label}", r.workload));
         let kind = WorkloadKind::from_name(r.workload).expect("a measured workload");
-        match count::count_cell(
-            kind,
-            r.strategy,
-            r.entry,
-            args.seed,
-            args.count_plan(),
-            &dir,
-        ) {
+        match count::count_cell(kind, r.strategy, r.entry, args, &dir) {
             Ok(c) => r.set_counts(c),
             Err(e) => failures.push(format!("--count: {e}")),
         }
@@ -619,11 +631,11 @@ mod tests {
         }
     }
 
-    fn broken(_: &Workload) -> Result<Box<dyn Cell>, BuildError> {
+    fn broken(_: &Workload, _: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
         Ok(Box::new(Broken))
     }
 
-    fn plain(_: &Workload) -> Result<Box<dyn Cell>, BuildError> {
+    fn plain(_: &Workload, _: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
         Ok(Box::new(Plain))
     }
 

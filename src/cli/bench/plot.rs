@@ -56,8 +56,13 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
     title
         .titled(
             &format!(
-                "hotcall bench ({} preset): ns per call, median and 95% interval; shorter is faster",
-                report.config.preset
+                "hotcall bench ({} preset{}): ns per call, median and 95% interval; shorter is faster",
+                report.config.preset,
+                if report.config.hardened {
+                    ", hardened"
+                } else {
+                    ""
+                }
             ),
             ("sans-serif", 26),
         )

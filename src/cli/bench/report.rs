@@ -98,6 +98,10 @@ pub struct Config {
     /// Which clock `ns_per_call` uses: `cpu` (the thread's CPU time) or
     /// `wall`.
     pub clock: &'static str,
+    /// `--hardened`: hotcall's engines hardened and `listed`'s misses
+    /// through the retpoline (a retpoline-hardened host); `indirect` is a
+    /// plain call either way.
+    pub hardened: bool,
     pub confidence: f64,
     /// Whether `--count` ran, and its passes (warm-up, counted) per thread.
     pub count: bool,

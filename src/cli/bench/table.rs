@@ -182,7 +182,21 @@ pub fn markdown(report: &Report) -> String {
     let c = &report.config;
     let h = &report.host;
     let mut out = String::new();
-    let _ = writeln!(out, "# hotcall bench: `{}` preset\n", c.preset);
+    let _ = writeln!(
+        out,
+        "# hotcall bench: `{}` preset{}\n",
+        c.preset,
+        if c.hardened { ", hardened" } else { "" }
+    );
+    if c.hardened {
+        let _ = writeln!(
+            out,
+            "**Hardened** (`--hardened`): a retpoline-hardened host. hotcall's engines run with \
+             `EngineConfig::hardened` (pointer entries, thunks' misses and static sites' miss stubs go \
+             through the retpoline) and `listed` makes its misses through the retpoline; `indirect` is \
+             still a plain call, the unhardened reference.\n"
+        );
+    }
     let _ = writeln!(
         out,
         "Host: {} ({}), {} cores, {}, load average {} before and {} after timing. {} samples per cell after {} warm-up rounds, \

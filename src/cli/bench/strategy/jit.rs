@@ -10,10 +10,10 @@
 use hotcall::workload::{Callback, Workload};
 
 use super::sites::{SitesCell, manual_engine};
-use super::{BuildError, Cell};
+use super::{BuildError, BuildOptions, Cell};
 
-pub fn build(w: &Workload) -> Result<Box<dyn Cell>, BuildError> {
-    let engine = manual_engine()?;
+pub fn build(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
+    let engine = manual_engine(o)?;
     let sites = (0..w.site_count())
         .map(|i| engine.named_site::<Callback>(format!("{}#{i}", w.name())))
         .collect();

@@ -8,10 +8,10 @@
 use hotcall::workload::Workload;
 
 use super::sites::{SitesCell, manual_engine};
-use super::{BuildError, Cell};
+use super::{BuildError, BuildOptions, Cell};
 
-pub fn build(w: &Workload) -> Result<Box<dyn Cell>, BuildError> {
-    let engine = manual_engine()?;
+pub fn build(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
+    let engine = manual_engine(o)?;
     let sites = w.promoted_sites(&engine)?;
     Ok(Box::new(SitesCell::new(engine, sites, false)))
 }

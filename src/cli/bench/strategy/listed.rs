@@ -21,9 +21,9 @@
 //! is listed and the cell is a plain indirect call. Likewise `uniform-16`
 //! and `phase`, which have no hot target.
 
-use hotcall::workload::{Call, POOL, Workload};
+use hotcall::workload::{Call, Callback, POOL, Workload};
 
-use super::{BuildError, Cell};
+use super::{BuildError, BuildOptions, Cell};
 
 /// `pool_target::<K>(x)` as a true direct call (`call rel32` / `bl`).
 /// A Rust call cannot be trusted to be one: the pool functions live in the
@@ -44,29 +44,26 @@ macro_rules! direct_call {
 }
 
 /// `listed_call!`'s compare chain over the pool functions `$k`: each match
-/// a direct call, anything else a plain indirect call.
+/// a direct call, anything else `$miss(target, x)`.
 macro_rules! listed_hit {
-    ($c:ident, $x:ident, []) => {
-        ($c.target)($x)
+    ($c:ident, $x:ident, $miss:path, []) => {
+        $miss($c.target, $x)
     };
-    ($c:ident, $x:ident, [$k:literal $(, $rest:literal)*]) => {
+    ($c:ident, $x:ident, $miss:path, [$k:literal $(, $rest:literal)*]) => {
         if $c.target as usize == hotcall::workload::pool_target::<$k> as *const () as usize {
             $crate::cli::bench::strategy::listed::direct_call!($k, $x)
         } else {
-            $crate::cli::bench::strategy::listed::listed_hit!($c, $x, [$($rest),*])
+            $crate::cli::bench::strategy::listed::listed_hit!($c, $x, $miss, [$($rest),*])
         }
     };
 }
 
 /// The chain of `calls` through the compare chain over the pool functions
-/// `$k`.
+/// `$k`, with misses made by `$miss`.
 macro_rules! listed_chain {
-    ($calls:ident, $x:ident, []) => {
-        hotcall::workload::run_plain($calls, $x)
-    };
-    ($calls:ident, $x:ident, [$($k:literal),+]) => {
+    ($calls:ident, $x:ident, $miss:path, [$($k:literal),*]) => {
         $calls.iter().fold($x, |x, c| {
-            $crate::cli::bench::strategy::listed::listed_hit!(c, x, [$($k),+])
+            $crate::cli::bench::strategy::listed::listed_hit!(c, x, $miss, [$($k),*])
         })
     };
 }
@@ -81,15 +78,37 @@ macro_rules! compiled_lists {
             }
         }
 
-        /// The compiled chain of each workload.
-        pub fn chain(kind: hotcall::workload::WorkloadKind) -> super::listed::ChainFn {
-            match kind {
-                $(hotcall::workload::WorkloadKind::$kind => |calls, x| {
-                    $crate::cli::bench::strategy::listed::listed_chain!(calls, x, [$($k),*])
-                },)*
+        /// The compiled chain of each workload, with plain or retpolined
+        /// misses.
+        pub fn chain(kind: hotcall::workload::WorkloadKind, hardened: bool) -> super::listed::ChainFn {
+            use $crate::cli::bench::strategy::listed::{listed_chain, plain_miss, retpoline_miss};
+            if hardened {
+                match kind {
+                    $(hotcall::workload::WorkloadKind::$kind => |calls, x| {
+                        listed_chain!(calls, x, retpoline_miss, [$($k),*])
+                    },)*
+                }
+            } else {
+                match kind {
+                    $(hotcall::workload::WorkloadKind::$kind => |calls, x| {
+                        listed_chain!(calls, x, plain_miss, [$($k),*])
+                    },)*
+                }
             }
         }
     };
+}
+
+/// A miss of the chain: a plain indirect call.
+#[inline(always)]
+pub fn plain_miss(f: Callback, x: u64) -> u64 {
+    f(x)
+}
+
+/// A miss of the chain in a hardened host: through the retpoline.
+#[inline(always)]
+pub fn retpoline_miss(f: Callback, x: u64) -> u64 {
+    hotcall::retpoline::call::<Callback>(f, (x,))
 }
 
 pub(super) use {compiled_lists, direct_call, listed_chain, listed_hit};
@@ -114,6 +133,7 @@ fn hot_pool_indices(w: &Workload) -> Vec<usize> {
 struct Listed {
     chain: ChainFn,
     listed: &'static [usize],
+    hardened: bool,
 }
 
 impl Cell for Listed {
@@ -122,12 +142,17 @@ impl Cell for Listed {
     }
 
     fn detail(&self) -> String {
+        let miss = if self.hardened {
+            "a call through the retpoline"
+        } else {
+            "a plain indirect call"
+        };
         if self.listed.is_empty() {
-            "nothing listed (no target has 10% of the calls): a plain indirect call".into()
+            format!("nothing listed (no target has 10% of the calls): {miss}")
         } else {
             format!(
-                "listed_call! over {} target(s), pool {:?}: a compare and a direct call each, inline; \
-                 others a plain indirect call",
+                "listed_call!'s chain over {} target(s), pool {:?}: a compare and a direct call each, inline; \
+                 others {miss}",
                 self.listed.len(),
                 self.listed
             )
@@ -135,7 +160,7 @@ impl Cell for Listed {
     }
 }
 
-pub fn build(w: &Workload) -> Result<Box<dyn Cell>, BuildError> {
+pub fn build(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
     let listed = listed_targets::pool_indices(w.kind());
     let hot = hot_pool_indices(w);
     if hot != listed {
@@ -146,8 +171,9 @@ pub fn build(w: &Workload) -> Result<Box<dyn Cell>, BuildError> {
         )));
     }
     Ok(Box::new(Listed {
-        chain: listed_targets::chain(w.kind()),
+        chain: listed_targets::chain(w.kind(), o.hardened),
         listed,
+        hardened: o.hardened,
     }))
 }
 
@@ -204,9 +230,12 @@ mod tests {
         let mut listed_any = false;
         for kind in WorkloadKind::ALL {
             let w = Workload::new(kind, SEED);
-            let cell = build(&w).unwrap_or_else(|e| panic!("{}: {e:?}", kind.name()));
-            let s = w.stream(0);
-            assert_eq!(cell.run(s, CHAIN_START), run_plain(s, CHAIN_START));
+            for hardened in [false, true] {
+                let cell = build(&w, BuildOptions { hardened })
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", kind.name()));
+                let s = w.stream(0);
+                assert_eq!(cell.run(s, CHAIN_START), run_plain(s, CHAIN_START));
+            }
             listed_any |= !pool_indices(kind).is_empty();
         }
         assert!(listed_any);
@@ -218,7 +247,7 @@ mod tests {
     #[test]
     fn listed_other_seeds_are_not_applicable() {
         let w = Workload::new(WorkloadKind::Zipf8, SEED + 1);
-        match build(&w) {
+        match build(&w, BuildOptions::default()) {
             Err(BuildError::NotApplicable(why)) => {
                 assert!(why.contains("compiled for seed"), "{why}")
             }

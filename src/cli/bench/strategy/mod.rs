@@ -100,8 +100,19 @@ impl From<hotcall::Error> for BuildError {
     }
 }
 
+/// What every cell of a run is built with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// A retpoline-hardened host (`--hardened`): hotcall's engines run
+    /// with `EngineConfig::hardened` (pointer entries, thunks' misses and
+    /// static sites' miss stubs go through the retpoline) and `listed`
+    /// makes its misses through the retpoline. `indirect` stays a plain
+    /// call, the unhardened reference.
+    pub hardened: bool,
+}
+
 /// Builds a cell, or says why it could not.
-pub type BuildFn = fn(&Workload) -> Result<Box<dyn Cell>, BuildError>;
+pub type BuildFn = fn(&Workload, BuildOptions) -> Result<Box<dyn Cell>, BuildError>;
 
 pub enum Build {
     Ready(BuildFn),

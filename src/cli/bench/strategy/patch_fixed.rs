@@ -15,7 +15,7 @@ use hotcall::workload::{Callback, SiteIndex, Workload};
 use hotcall::{Engine, PatchSite};
 
 use super::sites::{SitesCell, manual_engine};
-use super::{BuildError, Cell};
+use super::{BuildError, BuildOptions, Cell};
 
 /// Longer than any grace period with no other thread pinned.
 pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,8 +25,8 @@ pub fn slots_for(hot: &[Callback]) -> usize {
     hot.len().max(1)
 }
 
-pub fn build(w: &Workload) -> Result<Box<dyn Cell>, BuildError> {
-    let engine = manual_engine()?;
+pub fn build(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
+    let engine = manual_engine(o)?;
     let sites = patch_sites(&engine, w)?;
     Ok(Box::new(SitesCell::new(engine, sites, false)))
 }

@@ -6,7 +6,7 @@
 
 use hotcall::workload::{Call, Callback, Workload};
 
-use super::{BuildError, Cell};
+use super::{BuildError, BuildOptions, Cell};
 
 struct Retpoline;
 
@@ -23,6 +23,6 @@ impl Cell for Retpoline {
     }
 }
 
-pub fn build(_: &Workload) -> Result<Box<dyn Cell>, BuildError> {
+pub fn build(_: &Workload, _: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
     Ok(Box::new(Retpoline))
 }

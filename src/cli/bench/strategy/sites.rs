@@ -6,12 +6,15 @@
 use hotcall::workload::{Call, Callback};
 use hotcall::{CallForm, Engine, EngineConfig, PatchSite, Pinned, Site, SiteMode};
 
-use super::{BuildError, Cell};
+use super::{BuildError, BuildOptions, Cell};
 
 /// An engine that learns only when the harness calls `Engine::tick`: no
-/// background thread runs during measurements.
-pub fn manual_engine() -> Result<Engine, BuildError> {
-    let engine = Engine::with_config(EngineConfig::manual());
+/// background thread runs during measurements. Hardened with `--hardened`.
+pub fn manual_engine(o: BuildOptions) -> Result<Engine, BuildError> {
+    let engine = Engine::with_config(EngineConfig {
+        hardened: o.hardened,
+        ..EngineConfig::manual()
+    });
     match engine.stats().disabled {
         Some(e) => Err(BuildError::Failed(format!("code generation is off: {e}"))),
         None => Ok(engine),

@@ -21,7 +21,7 @@ use hotcall::{CallForm, Engine, StaticMode, StaticSite, StaticStub};
 
 use super::patch_fixed::{COMPLETION_TIMEOUT, slots_for};
 use super::sites::{describe_patch, manual_engine};
-use super::{BuildError, Cell};
+use super::{BuildError, BuildOptions, Cell};
 
 hotcall::static_site! {
     /// `jit-fixed` (static entry).
@@ -36,14 +36,17 @@ hotcall::static_site! {
 static JIT_FIXED_CLAIM: AtomicBool = AtomicBool::new(false);
 static PATCH_FIXED_CLAIM: AtomicBool = AtomicBool::new(false);
 
-/// The engine every static site of the harness binds to.
-fn engine() -> Result<&'static Engine, BuildError> {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    if let Some(e) = ENGINE.get() {
+/// The engine every static site of the harness binds to (a static site
+/// binds once, so a process uses the plain or the hardened one).
+fn engine(o: BuildOptions) -> Result<&'static Engine, BuildError> {
+    static PLAIN: OnceLock<Engine> = OnceLock::new();
+    static HARDENED: OnceLock<Engine> = OnceLock::new();
+    let cell = if o.hardened { &HARDENED } else { &PLAIN };
+    if let Some(e) = cell.get() {
         return Ok(e);
     }
-    let engine = manual_engine()?;
-    Ok(ENGINE.get_or_init(|| engine))
+    let engine = manual_engine(o)?;
+    Ok(cell.get_or_init(|| engine))
 }
 
 /// Exclusive use of one static site; released on drop.
@@ -135,14 +138,16 @@ impl<S: StaticStub<Callback>> Drop for StaticCell<S> {
 
 /// `jit-fixed` (static): the stub jumps to a JIT thunk of the hot targets,
 /// or to the miss stub when there are none.
-pub fn build_jit_fixed(w: &Workload) -> Result<Box<dyn Cell>, BuildError> {
+pub fn build_jit_fixed(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
     let hot = one_site(w)?;
-    let engine = engine()?;
+    let engine = engine(o)?;
     let claim = Claim::take(&JIT_FIXED_CLAIM, "jit-fixed")?;
+    // Binds the site to the engine on first use, which aims the stub at the
+    // engine's miss stub (plain or hardened, as the engine is).
+    JIT_FIXED.promote(engine, &hot)?;
     if hot.is_empty() {
+        // No thunk at all: the stub jumps to the miss stub.
         JIT_FIXED.demote()?;
-    } else {
-        JIT_FIXED.promote(engine, &hot)?;
     }
     Ok(Box::new(StaticCell {
         site: &JIT_FIXED,
@@ -153,9 +158,9 @@ pub fn build_jit_fixed(w: &Workload) -> Result<Box<dyn Cell>, BuildError> {
 
 /// `patch-fixed` (static): the stub jumps to a Patch thunk retargeted to
 /// the hot targets (one disabled slot when there are none).
-pub fn build_patch_fixed(w: &Workload) -> Result<Box<dyn Cell>, BuildError> {
+pub fn build_patch_fixed(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
     let hot = one_site(w)?;
-    let engine = engine()?;
+    let engine = engine(o)?;
     let claim = Claim::take(&PATCH_FIXED_CLAIM, "patch-fixed")?;
     PATCH_FIXED.use_patch(engine, slots_for(&hot))?;
     PATCH_FIXED.retarget(&hot)?;
