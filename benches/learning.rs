@@ -95,6 +95,14 @@ fn counting(c: &mut Criterion) {
     g.bench_function("stable_no_counting", |b| {
         b.iter(|| chain(&engine, &fixed, black_box(t0)))
     });
+    // Misses of the same two sites: the lean thunk's miss jumps through the
+    // site's miss stub and the recording bridge; the fixed one's does not.
+    g.bench_function("miss_counting", |b| {
+        b.iter(|| chain(&engine, &learned, black_box(t1)))
+    });
+    g.bench_function("miss_no_counting", |b| {
+        b.iter(|| chain(&engine, &fixed, black_box(t1)))
+    });
 
     // Megamorphic: 16 targets uniformly; the policy demotes to a bypass.
     let mega = engine.named_site::<Callback>("megamorphic");

@@ -417,3 +417,32 @@ fn the_background_scheduler_promotes_without_help() {
     assert_eq!(slots(&site), vec![addr(t7)]);
     assert!(engine.stats().scheduler.background);
 }
+
+#[test]
+fn a_stable_sites_sampled_miss_counts_estimate_the_misses() {
+    let engine = engine();
+    let site = engine.named_site::<Callback>("sampled");
+    run(&engine, &site, &[t0 as Callback; 2000]);
+    engine.tick();
+    assert_eq!(site.stats().counting, Counting::Misses);
+    // 20,000 misses over two targets, 3:1, between hits.
+    let stream = mix(&[(t0, 2), (t1, 3), (t2, 1)], 30_000);
+    run(&engine, &site, &stream);
+    let s = site.stats();
+    let est = s.misses as f64;
+    assert!(
+        (est - 20_000.0).abs() < 2_000.0,
+        "estimated {est} misses: {s}"
+    );
+    let by = |f: Callback| {
+        s.candidates
+            .iter()
+            .find(|c| c.target == addr(f))
+            .map_or(0, |c| c.count)
+    };
+    let ratio = by(t1) as f64 / by(t2).max(1) as f64;
+    assert!(
+        (2.4..3.6).contains(&ratio),
+        "t1:t2 about 3:1, got {ratio}: {s}"
+    );
+}
