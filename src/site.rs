@@ -81,7 +81,7 @@ pub struct SiteStats {
     /// Most frequent miss targets since the current thunk was installed.
     pub candidates: Vec<CandidateStats>,
     /// Bytes of machine code of the current thunk (its allocation is this
-    /// rounded up to 16).
+    /// rounded up to 32).
     pub code_bytes: usize,
     /// Thunks built and published (successful builds only): every
     /// recompile, by hand or by the policy.
