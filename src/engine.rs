@@ -106,6 +106,13 @@ pub struct EngineStats {
     pub scheduler: SchedulerStats,
 }
 
+impl EngineStats {
+    /// The statistics as JSON (the same fields).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
 impl fmt::Display for EngineStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.arch, &self.disabled) {

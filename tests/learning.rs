@@ -369,7 +369,9 @@ fn statistics_are_readable_and_serialize_to_json() {
     );
     let e = engine.stats();
     assert_eq!(e.scheduler.ticks, 1);
-    assert!(serde_json::to_string(&e).is_ok());
+    let json: serde_json::Value = serde_json::from_str(&e.to_json()).expect("valid JSON");
+    assert_eq!(json["scheduler"]["ticks"], 1);
+    assert_eq!(json["arch"], "x86_64");
 }
 
 #[test]
