@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use hotcall::{Engine, EngineConfig, PolicyConfig, PolicyState, Site, SiteOptions};
 
 type Callback = extern "C" fn(u64) -> u64;
@@ -95,6 +95,14 @@ fn counting(c: &mut Criterion) {
     g.bench_function("stable_no_counting", |b| {
         b.iter(|| chain(&engine, &fixed, black_box(t0)))
     });
+    // Misses of the same two sites: the lean thunk's miss jumps through the
+    // site's miss stub and the recording bridge; the fixed one's does not.
+    g.bench_function("miss_counting", |b| {
+        b.iter(|| chain(&engine, &learned, black_box(t1)))
+    });
+    g.bench_function("miss_no_counting", |b| {
+        b.iter(|| chain(&engine, &fixed, black_box(t1)))
+    });
 
     // Megamorphic: 16 targets uniformly; the policy demotes to a bypass.
     let mega = engine.named_site::<Callback>("megamorphic");
@@ -169,5 +177,100 @@ fn threads(c: &mut Criterion) {
     let _ = PolicyConfig::Off;
 }
 
-criterion_group!(benches, counting, threads);
-criterion_main!(benches);
+#[path = "common/interleave.rs"]
+mod interleave;
+
+/// The goals' ratios, timed interleaved in one run (criterion times each
+/// benchmark in its own stretch of time, and this machine's load drifts).
+fn summary() {
+    let engine = Engine::with_config(EngineConfig::manual());
+    let learned = engine.named_site::<Callback>("learned");
+    learn(&engine, &learned, &[t0], |s| s == PolicyState::Promoted);
+    let fixed = engine.named_site::<Callback>("fixed");
+    fixed.promote(&[t0]).expect("promote");
+    let mega = engine.named_site::<Callback>("megamorphic");
+    learn(&engine, &mega, &SIXTEEN, |s| {
+        matches!(s, PolicyState::Bypass { .. })
+    });
+    let shared = engine.named_site::<Callback>("shared");
+    learn(&engine, &shared, &[t0, t0, t0, t1], |s| {
+        s == PolicyState::Promoted
+    });
+
+    let on = |site: &Site<Callback>, f: Callback| {
+        let site = site.clone();
+        let engine = engine.clone();
+        Box::new(move |n: u64| {
+            let pinned = engine.pin();
+            let mut x = 1u64;
+            for _ in 0..n {
+                x = site.call(&pinned, f, (x,));
+            }
+            x
+        }) as interleave::Run<'_>
+    };
+    let mix_run = |n: u64| {
+        let pinned = engine.pin();
+        let mut x = 1u64;
+        for i in 0..n {
+            let f = if i % 4 == 3 { t1 as Callback } else { t0 };
+            x = shared.call(&pinned, f, (x,));
+        }
+        x
+    };
+    let with_second_caller = |n: u64| {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    black_box(mix_run(1000));
+                }
+            });
+            std::thread::sleep(Duration::from_micros(200));
+            let x = mix_run(n);
+            stop.store(true, Ordering::Relaxed);
+            x
+        })
+    };
+    let indirect = |n: u64| {
+        let f: Callback = black_box(t0);
+        let mut x = 1u64;
+        for _ in 0..n {
+            x = f(x);
+        }
+        x
+    };
+    let variants: Vec<(&str, interleave::Run<'_>)> = vec![
+        ("stable site, counting misses", on(&learned, t0)),
+        ("same thunk, no counting", on(&fixed, t0)),
+        ("stable site, a miss", on(&learned, t1)),
+        ("same thunk, a miss, no counting", on(&fixed, t1)),
+        ("bypassed site", on(&mega, t0)),
+        ("plain indirect call", Box::new(indirect)),
+        ("one thread alone", Box::new(mix_run)),
+        ("one thread of two", Box::new(with_second_caller)),
+    ];
+    let m = interleave::medians(&variants, 31, 100_000, 1);
+    println!("\ninterleaved (31 rounds x 100,000 dependent calls, median round):");
+    for ((name, _), ns) in variants.iter().zip(&m) {
+        println!("  {name:<34} {ns:6.2} ns/call");
+    }
+    println!(
+        "  goals: counting on a stable site {:.3}x (<= 1.05); one of two threads {:.3}x alone (<= 1.10); bypass {:.3}x indirect (<= 1.05)",
+        m[0] / m[1],
+        m[7] / m[6],
+        m[4] / m[5]
+    );
+    println!(
+        "  a miss on a stable site: {:.2}x the same miss without counting",
+        m[2] / m[3]
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    counting(&mut c);
+    threads(&mut c);
+    c.final_summary();
+    summary();
+}
