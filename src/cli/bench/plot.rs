@@ -120,7 +120,7 @@ fn draw_panel(
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max)
         .max(0.1)
-        * 1.45;
+        * 1.7;
     // Strategy j is drawn in segment n-1-j, so the table's first is on top.
     // (An i32 range is inclusive in plotters: 0..n-1 gives n segments.)
     let row = |j: usize| n - 1 - j as i32;

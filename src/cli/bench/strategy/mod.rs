@@ -171,7 +171,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
     StrategyDef {
         name: "listed",
         entry: Entry::None,
-        description: "listed_call! over the workload's true hot targets, compiled in (INDIRECT_CALL_N): compares and direct calls inline",
+        description: "the compare chain of listed_call! over the workload's true hot targets, compiled in (INDIRECT_CALL_N): compares and direct calls (asm call rel32) inline",
         build: Build::Ready(listed::build),
     },
     StrategyDef {
