@@ -8,7 +8,9 @@
 //! are not counted: only the chunks of calls, including the harness loop
 //! around each call (the same for every strategy) and the pin taken per
 //! chunk. The child warms up (uncounted), makes the counted passes, and
-//! checks its results against plain calls.
+//! checks its results against plain calls. Several threads run their
+//! chunks in lock-step, with one learning step between chunks (see
+//! [`child`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -189,24 +191,54 @@ pub fn child(
     let cell =
         build(&w, options).map_err(|e| format!("building {} / {strategy}: {e:?}", w.name()))?;
     let cell: &dyn Cell = cell.as_ref();
+    // The threads run each chunk in lock-step, and one of them takes the
+    // learning step between chunks while the others wait: a learning cell
+    // then learns from the same calls in every run (free-running threads
+    // interleave their calls and learning steps differently under
+    // valgrind's scheduler each time, and the learned thunks, hence the
+    // counts, would differ).
+    let barrier = std::sync::Barrier::new(w.threads());
     let run_thread = |t: usize| {
-        let mut x = CHAIN_START;
-        for _ in 0..plan.warmup_passes {
-            x = super::timing::run_pass(cell, w.stream(t), x).0;
-        }
-        let mut y = CHAIN_START;
-        for _ in 0..plan.passes {
-            for chunk in w.stream(t).chunks(CHUNK_LEN) {
-                y = hotcall_bench_counted(cell, chunk, y);
-                cell.between_chunks();
+        let stream = w.stream(t);
+        let mut broken = false;
+        let mut chain = |x: u64, passes: usize, counted: bool| {
+            let mut y = x;
+            for _ in 0..passes {
+                for chunk in stream.chunks(CHUNK_LEN) {
+                    // A panic must not leave the other threads waiting at
+                    // the barrier: report it as a wrong result instead.
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        if counted {
+                            hotcall_bench_counted(cell, chunk, y)
+                        } else {
+                            cell.run(chunk, y)
+                        }
+                    });
+                    match std::panic::catch_unwind(run) {
+                        Ok(v) => y = v,
+                        Err(_) => broken = true,
+                    }
+                    barrier.wait();
+                    if t == 0 {
+                        cell.between_chunks();
+                    }
+                    barrier.wait();
+                }
             }
-        }
-        let ok = x == w.expected(t, plan.warmup_passes) && y == w.expected(t, plan.passes);
+            y
+        };
+        let x = chain(CHAIN_START, plan.warmup_passes, false);
+        let y = chain(CHAIN_START, plan.passes, true);
+        let ok =
+            !broken && x == w.expected(t, plan.warmup_passes) && y == w.expected(t, plan.passes);
         ok.then_some(()).ok_or(t)
     };
     let results: Vec<Result<(), usize>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..w.threads())
-            .map(|t| s.spawn(move || run_thread(t)))
+            .map(|t| {
+                let run_thread = &run_thread;
+                s.spawn(move || run_thread(t))
+            })
             .collect();
         handles
             .into_iter()
