@@ -260,7 +260,10 @@ fn summary() {
         ("one thread alone", Box::new(mix_run)),
         ("one thread of two", Box::new(with_second_caller)),
         ("bypassed site, ~10-cycle target", on(&mega, heavy)),
-        ("plain indirect, ~10-cycle target", Box::new(indirect_to(heavy))),
+        (
+            "plain indirect, ~10-cycle target",
+            Box::new(indirect_to(heavy)),
+        ),
     ];
     let m = interleave::medians(&variants, 31, 100_000, 1);
     println!("\ninterleaved (31 rounds x 100,000 dependent calls, median round):");
