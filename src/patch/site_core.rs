@@ -46,6 +46,10 @@ struct SiteState {
     /// The branch word of a static entry stub that goes to this site (its
     /// current entry), if one is attached.
     static_stub: Option<usize>,
+    /// The policy is the `Fixed` one a retarget by hand installed: the next
+    /// retarget by hand installs its plan without building a new policy
+    /// (a `Fixed` policy only ever keeps what was installed).
+    by_hand: bool,
     retargets: u64,
     patches: u64,
     completions: u64,
@@ -151,6 +155,7 @@ impl PatchCore {
                     bypass: false,
                     counter_config,
                     static_stub: None,
+                    by_hand: false,
                     retargets: 0,
                     patches: 0,
                     completions: 0,
@@ -220,8 +225,14 @@ impl PatchCore {
         let tick = self.engine.scheduler.current_tick();
         let mut inner = self.lock();
         let Inner { learner, site } = &mut *inner;
-        let fixed = PolicyConfig::Fixed(targets.iter().map(|&t| t as u64).collect());
-        let plan = self.replace_policy(learner, site, &fixed, tick);
+        let as_u64: Vec<u64> = targets.iter().map(|&t| t as u64).collect();
+        let plan = if site.by_hand {
+            Plan::new(as_u64, Counting::None)
+        } else {
+            let plan = self.replace_policy(learner, site, &PolicyConfig::Fixed(as_u64), tick);
+            site.by_hand = true;
+            plan
+        };
         let mut result = Ok(RetargetReport::default());
         learner.install(plan, tick, &self.counters, &mut |p: &Plan| {
             result = self.apply(site, p);
@@ -258,6 +269,7 @@ impl PatchCore {
     ) -> Plan {
         let policy = Fitted::build(config, site.wanted.len(), self.reach.clone());
         site.counter_config = policy.counter_config();
+        site.by_hand = false;
         learner.replace_policy(policy, tick)
     }
 
