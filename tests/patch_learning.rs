@@ -214,11 +214,13 @@ fn retarget_by_hand_stops_learning_and_set_policy_resumes_it() {
     assert_eq!(s.counting, Counting::None);
     assert_eq!(s.current_entry, Some(site.entry()));
     burst(&engine, &site, t8, 5000);
-    for _ in 0..5 {
-        engine.tick();
-    }
+    // Ticks complete the retarget (once the grace period has passed) and
+    // decide nothing.
+    tick_until_complete(&engine, &site);
+    engine.tick();
     let s = site.stats();
     assert_eq!(s.slots[0].enabled, Some(addr(t6)), "ticks completed: {s}");
+    assert_eq!((s.state, s.retargets), (PolicyState::Fixed, 1));
     assert_eq!(s.slots[1].enabled, Some(addr(t7)));
     assert_eq!(s.misses, 0, "a fixed site counts nothing");
 
