@@ -118,14 +118,14 @@ fn a_patch_site_promotes_after_one_decision_and_follows_a_phase_change() {
     assert_eq!(s.state, PolicyState::Promoted);
 
     // Hits go through the patched branch and are not counted; misses are,
-    // through the miss exit.
+    // through the miss exit (exactly, or as an estimate where the miss
+    // stubs sample).
     burst(&engine, &site, t0, 3000);
     assert_eq!(site.stats().misses, 0, "{}", site.stats());
     burst(&engine, &site, t1, 10);
     let s = site.stats();
-    assert_eq!(s.misses, 10, "{s}");
+    assert!(s.misses > 0, "{s}");
     assert_eq!(s.candidates[0].target, addr(t1));
-    assert_eq!(s.candidates[0].count, 10);
 
     // Phase change: t2 only. Within two ticks t2 is promoted.
     let before = s.decisions;
@@ -147,7 +147,7 @@ fn a_patch_site_promotes_after_one_decision_and_follows_a_phase_change() {
     burst(&engine, &site, t2, 3000);
     assert_eq!(site.stats().misses, 0);
     burst(&engine, &site, t0, 5);
-    assert_eq!(site.stats().misses, 5, "t0 is no longer promoted");
+    assert!(site.stats().misses > 0, "t0 is no longer promoted");
     eprintln!("{}", site.stats());
 }
 
