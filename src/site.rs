@@ -195,8 +195,8 @@ pub struct PromoteReport {
 /// Options for a new site ([`crate::Engine::site_with`]).
 #[derive(Clone, Debug, Default)]
 pub struct SiteOptions {
-    name: Option<String>,
-    policy: Option<PolicyConfig>,
+    pub(crate) name: Option<String>,
+    pub(crate) policy: Option<PolicyConfig>,
 }
 
 impl SiteOptions {
