@@ -33,8 +33,14 @@ hotcall::static_site! {
     static PATCH_FIXED: extern "C" fn(u64) -> u64;
 }
 
+hotcall::static_site! {
+    /// `patch` (static entry): a learning Patch site.
+    static PATCH: extern "C" fn(u64) -> u64;
+}
+
 static JIT_FIXED_CLAIM: AtomicBool = AtomicBool::new(false);
 static PATCH_FIXED_CLAIM: AtomicBool = AtomicBool::new(false);
+static PATCH_CLAIM: AtomicBool = AtomicBool::new(false);
 
 /// The engine every static site of the harness binds to (a static site
 /// binds once, so a process uses the plain or the hardened one).
@@ -86,6 +92,9 @@ fn one_site(w: &Workload) -> Result<Vec<Callback>, BuildError> {
 struct StaticCell<S: StaticStub<Callback>> {
     site: &'static StaticSite<Callback, S>,
     engine: &'static Engine,
+    /// Whether the site learns: a learning round between chunks (the
+    /// shared static engine holds no other live site while a cell runs).
+    learn: bool,
     // Dropped after `Drop::drop` below has demoted the site.
     _claim: Claim,
 }
@@ -97,6 +106,16 @@ impl<S: StaticStub<Callback>> Cell for StaticCell<S> {
         calls
             .iter()
             .fold(x, |x, c| self.site.call(&pinned, c.target, (x,)))
+    }
+
+    fn learns(&self) -> bool {
+        self.learn
+    }
+
+    fn between_chunks(&self) {
+        if self.learn {
+            self.engine.tick();
+        }
     }
 
     fn detail(&self) -> String {
@@ -152,6 +171,7 @@ pub fn build_jit_fixed(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, B
     Ok(Box::new(StaticCell {
         site: &JIT_FIXED,
         engine,
+        learn: false,
         _claim: claim,
     }))
 }
@@ -172,6 +192,22 @@ pub fn build_patch_fixed(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>,
     Ok(Box::new(StaticCell {
         site: &PATCH_FIXED,
         engine,
+        learn: false,
+        _claim: claim,
+    }))
+}
+
+/// `patch` (static): the stub follows a learning Patch site (it moves the
+/// stub itself as it retargets and demotes).
+pub fn build_patch(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
+    one_site(w)?;
+    let engine = engine(o)?;
+    let claim = Claim::take(&PATCH_CLAIM, "patch")?;
+    PATCH.use_patch(engine, super::patch::learning_slots())?;
+    Ok(Box::new(StaticCell {
+        site: &PATCH,
+        engine,
+        learn: true,
         _claim: claim,
     }))
 }
