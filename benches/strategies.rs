@@ -7,6 +7,14 @@
 //!   slot-0 hits, as in `dispatch.rs`: direct, plain indirect, retpoline,
 //!   `listed_call!`, JIT and Patch sites (pointer entry), static entries to
 //!   a JIT and a Patch thunk, and a hardened pointer-entry site;
+//! * Patch counting: slot-0 hits of a Patch site whose plan counts misses
+//!   (the miss exit aimed at the miss stub) and one whose plan counts every
+//!   call (its counting entry), against the same site counting nothing;
+//!   the alternatives to a second entry, measured as what they would add
+//!   (a `jmp` before the thunk, as an entry prefix jumping over itself
+//!   would; a `call` of a `ret` before it, x86-64 only); and misses through
+//!   the Patch thunk's miss exit, counted and not, against the JIT thunk's
+//!   miss;
 //! * retarget: `PatchSite::retarget` (the non-blocking call; completions
 //!   run in an untimed `poll` between calls), JIT republish
 //!   (`Site::promote`: template copy, install, publish, retire), a static
@@ -20,7 +28,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use hotcall::{Engine, EngineConfig, PatchSite, Site, listed_call, static_site};
+use hotcall::policy::{Decision, Observation, Plan, Policy, PolicyState};
+use hotcall::{
+    Counting, Engine, EngineConfig, PatchSite, PolicyConfig, Site, SiteOptions, listed_call,
+    static_site,
+};
 
 type Callback = extern "C" fn(u64) -> u64;
 
@@ -67,12 +79,120 @@ extern "C" fn heavy1(x: u64) -> u64 {
 
 const CHAIN: u64 = 1000;
 
+/// A policy that installs `targets` counting `counting` and never changes
+/// its mind: a site held in one counting mode for measuring.
+#[derive(Debug)]
+struct Hold {
+    targets: Vec<u64>,
+    counting: Counting,
+}
+
+impl Policy for Hold {
+    fn name(&self) -> &'static str {
+        "hold"
+    }
+    fn initial_plan(&mut self, _tick: u64) -> Plan {
+        Plan::new(self.targets.clone(), self.counting)
+    }
+    fn decide(&mut self, _obs: &Observation<'_>) -> Decision {
+        Decision::Keep
+    }
+    fn state(&self) -> PolicyState {
+        PolicyState::Fixed
+    }
+}
+
+/// A site held at `[t0, t1]` counting `counting`.
+struct Held(Counting);
+
+impl Held {
+    fn policy_config(&self) -> PolicyConfig {
+        let targets = vec![t0 as *const () as u64, t1 as *const () as u64];
+        let counting = self.0;
+        PolicyConfig::Custom(std::sync::Arc::new(move || {
+            Box::new(Hold {
+                targets: targets.clone(),
+                counting,
+            })
+        }))
+    }
+
+    fn options(&self) -> SiteOptions {
+        SiteOptions::new().policy(self.policy_config())
+    }
+}
+
+fn hold(counting: Counting) -> Held {
+    Held(counting)
+}
+
+/// The thunk ABI of `Callback` sites: the target first.
+type ThunkFn = extern "C" fn(Callback, u64) -> u64;
+
+/// Code placed in front of a Patch thunk, to measure what an entry prefix
+/// would cost instead of a second entry (x86-64): `jmp thunk` (what a
+/// prefix that jumps over itself adds: one taken direct jump), and `call
+/// r; jmp thunk; r: ret` (a prefix that calls a `ret`).
+struct Prefixes {
+    _mem: hotcall::jit::CodeMemory,
+    jump: ThunkFn,
+    call_ret: ThunkFn,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn prefixes(thunk: usize) -> Option<Prefixes> {
+    use hotcall::jit::isa::x86_64::patch::{CALL_REL32, JMP_REL32, rel32};
+    use hotcall::jit::{CodeMemory, CodeMemoryOptions, code_memory::host_text_anchor};
+    let mem = CodeMemory::new(&CodeMemoryOptions {
+        capacity: 1 << 16,
+        near: Some(host_text_anchor()),
+        serialize_cores: false,
+    })
+    .ok()?;
+    let place = |len: usize, f: &dyn Fn(u64) -> Vec<u8>| {
+        let w = mem.alloc(len).ok()?;
+        let bytes = f(w.address() as u64);
+        Some(w.finish(&bytes).entry())
+    };
+    let thunk = thunk as u64;
+    let jump = place(5, &|at| {
+        let mut b = vec![JMP_REL32];
+        b.extend(rel32(at + 1, thunk).unwrap().to_le_bytes());
+        b
+    })?;
+    let call_ret = place(11, &|at| {
+        let mut b = vec![CALL_REL32];
+        b.extend(rel32(at + 1, at + 10).unwrap().to_le_bytes());
+        b.push(JMP_REL32);
+        b.extend(rel32(at + 6, thunk).unwrap().to_le_bytes());
+        b.push(0xc3); // r: ret
+        b
+    })?;
+    // SAFETY: both are complete code for the thunk ABI of `Callback` (they
+    // end in a jump to the Patch thunk, which outlives the fixture), in
+    // code memory that the fixture keeps.
+    let as_fn = |a: usize| unsafe { std::mem::transmute::<usize, ThunkFn>(a) };
+    Some(Prefixes {
+        jump: as_fn(jump),
+        call_ret: as_fn(call_ret),
+        _mem: mem,
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefixes(_thunk: usize) -> Option<Prefixes> {
+    None
+}
+
 /// Everything the hit benchmarks call through, set up once.
 struct Fixture {
     engine: Engine,
     hardened: Engine,
     site: Site<Callback>,
     patch: PatchSite<Callback>,
+    patch_misses: PatchSite<Callback>,
+    patch_all: PatchSite<Callback>,
+    prefixes: Option<Prefixes>,
     hardened_site: Site<Callback>,
 }
 
@@ -89,6 +209,19 @@ fn fixture() -> Fixture {
         .expect("patch site");
     patch.retarget(&[t0, t1]).expect("retarget");
     assert!(patch.wait(Duration::from_secs(10)), "patch completes");
+    let held = |counting| {
+        let p = engine
+            .patch_site_with::<Callback>(2, hold(counting).options())
+            .expect("patch site");
+        assert!(p.wait(Duration::from_secs(10)), "patch completes");
+        let s = p.stats();
+        assert_eq!(s.counting, counting, "{s}");
+        assert_eq!(s.slots[0].enabled, Some(t0 as *const () as usize), "{s}");
+        p
+    };
+    let patch_misses = held(Counting::Misses);
+    let patch_all = held(Counting::All);
+    let prefixes = prefixes(patch.entry());
     let hardened_site = hardened.named_site::<Callback>("hardened");
     hardened_site.promote(&[t0, t1]).expect("promote");
     STATIC_JIT
@@ -105,6 +238,9 @@ fn fixture() -> Fixture {
         hardened,
         site,
         patch,
+        patch_misses,
+        patch_all,
+        prefixes,
         hardened_site,
     }
 }
@@ -115,7 +251,7 @@ type Chain<'a> = Box<dyn Fn(u64, u64) -> u64 + 'a>;
 
 fn variants(fx: &Fixture) -> Vec<(&'static str, Chain<'_>)> {
     let f: Callback = black_box(t0);
-    vec![
+    let mut v: Vec<(&'static str, Chain<'_>)> = vec![
         (
             "direct",
             Box::new(move |mut x, n| {
@@ -168,6 +304,59 @@ fn variants(fx: &Fixture) -> Vec<(&'static str, Chain<'_>)> {
                 let pinned = fx.engine.pin();
                 for _ in 0..n {
                     x = fx.patch.call(&pinned, f, (x,));
+                }
+                x
+            }),
+        ),
+        (
+            "site_patch_slot0_counting_misses",
+            Box::new(move |mut x, n| {
+                let pinned = fx.engine.pin();
+                for _ in 0..n {
+                    x = fx.patch_misses.call(&pinned, f, (x,));
+                }
+                x
+            }),
+        ),
+        (
+            "site_patch_slot0_counting_all",
+            Box::new(move |mut x, n| {
+                let pinned = fx.engine.pin();
+                for _ in 0..n {
+                    x = fx.patch_all.call(&pinned, f, (x,));
+                }
+                x
+            }),
+        ),
+        (
+            "site_patch_miss",
+            Box::new(move |mut x, n| {
+                let g: Callback = black_box(t3);
+                let pinned = fx.engine.pin();
+                for _ in 0..n {
+                    x = fx.patch.call(&pinned, g, (x,));
+                }
+                x
+            }),
+        ),
+        (
+            "site_patch_miss_counted",
+            Box::new(move |mut x, n| {
+                let g: Callback = black_box(t3);
+                let pinned = fx.engine.pin();
+                for _ in 0..n {
+                    x = fx.patch_misses.call(&pinned, g, (x,));
+                }
+                x
+            }),
+        ),
+        (
+            "site_jit_miss",
+            Box::new(move |mut x, n| {
+                let g: Callback = black_box(t3);
+                let pinned = fx.engine.pin();
+                for _ in 0..n {
+                    x = fx.site.call(&pinned, g, (x,));
                 }
                 x
             }),
@@ -234,7 +423,27 @@ fn variants(fx: &Fixture) -> Vec<(&'static str, Chain<'_>)> {
                 x
             }),
         ),
-    ]
+    ];
+    if let Some(p) = &fx.prefixes {
+        // Called as `PatchSite::call` calls its entry, pinned.
+        for (name, entry) in [
+            ("site_patch_slot0_jump_prefix", p.jump),
+            ("site_patch_slot0_call_ret_prefix", p.call_ret),
+        ] {
+            v.push((
+                name,
+                Box::new(move |mut x, n| {
+                    let entry = black_box(entry);
+                    let _pinned = fx.engine.pin();
+                    for _ in 0..n {
+                        x = entry(f, x);
+                    }
+                    x
+                }),
+            ));
+        }
+    }
+    v
 }
 
 fn hits(c: &mut Criterion, fx: &Fixture) {
@@ -349,6 +558,113 @@ fn interleaved(fx: &Fixture, rounds: usize, calls: u64, reps: u64) {
         "  with a ~10-cycle target: static entry slot-0 hit / indirect = {:.2}",
         get("static_jit_slot0_heavy_target") / get("indirect_heavy_target")
     );
+    let plain = get("site_patch_slot0");
+    println!(
+        "  Patch sites held in a counting mode (other sites, so other addresses), slot-0 hit / \
+         not counting: misses counted {:.3}, every call counted {:.2}",
+        get("site_patch_slot0_counting_misses") / plain,
+        get("site_patch_slot0_counting_all") / plain
+    );
+    println!(
+        "  misses: Patch (through the miss exit) / JIT = {:.2}; counted / not counted = {:.2}",
+        get("site_patch_miss") / get("site_jit_miss"),
+        get("site_patch_miss_counted") / get("site_patch_miss")
+    );
+}
+
+/// Times `REPS` chains of `CHAIN` calls of `call` (monomorphized: no
+/// indirect call around it); ns per call.
+fn time_chains<C: Fn(u64) -> u64>(call: C) -> f64 {
+    const REPS: u64 = 200;
+    let start = Instant::now();
+    for _ in 0..REPS {
+        let mut x = black_box(1);
+        for _ in 0..CHAIN {
+            x = call(x);
+        }
+        black_box(x);
+    }
+    start.elapsed().as_secs_f64() * 1e9 / (CHAIN * REPS) as f64
+}
+
+/// What counting costs a Patch thunk's slot-0 hits, on one site: every
+/// round switches the site `fx.patch` between its counting modes (only the
+/// entry word and the miss exit's word change; the thunk stays where it
+/// is) and calls the same thunk by function pointer directly and through
+/// the entry-prefix alternatives, in a new random order; median round of
+/// each. Modes are compared through `PatchSite::call`, the prefixes with
+/// the thunk called by pointer (the same loop shape).
+fn counting_ab(fx: &Fixture, rounds: usize) {
+    let f: Callback = black_box(t0);
+    // Pinned for the whole measurement, as a hot loop is: switching the
+    // counting mode waits for nothing.
+    let pinned = fx.engine.pin();
+    // SAFETY: the Patch thunk's entry, with the thunk ABI of `Callback`;
+    // the site outlives this function and the caller is pinned.
+    let thunk = unsafe { std::mem::transmute::<usize, ThunkFn>(fx.patch.entry()) };
+    let mut names = vec![
+        "not counting",
+        "counting misses",
+        "counting every call",
+        "the thunk by pointer",
+    ];
+    if fx.prefixes.is_some() {
+        names.extend([
+            "a jump, then the thunk",
+            "a call of a `ret`, then the thunk",
+        ]);
+    }
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..rounds {
+        for i in (1..order.len()).rev() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        for &i in &order {
+            let mode = match i {
+                1 => Counting::Misses,
+                2 => Counting::All,
+                _ => Counting::None,
+            };
+            fx.patch.set_policy(hold(mode).policy_config());
+            assert_eq!(fx.patch.stats().counting, mode);
+            let t = match (i, &fx.prefixes) {
+                (3, _) => time_chains(|x| thunk(f, x)),
+                (4, Some(p)) => time_chains(|x| (p.jump)(f, x)),
+                (5, Some(p)) => time_chains(|x| (p.call_ret)(f, x)),
+                _ => time_chains(|x| fx.patch.call(&pinned, f, (x,))),
+            };
+            ns[i].push(t);
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let m: Vec<f64> = ns.iter_mut().map(med).collect();
+    println!(
+        "\nPatch counting on one site ({rounds} rounds of 200 chains x {CHAIN} calls, median round):"
+    );
+    for (name, v) in names.iter().zip(&m) {
+        println!("  {name:<36} {v:6.2} ns");
+    }
+    println!(
+        "  slot-0 hit / not counting: counting misses {:.3} (the same code), counting every call {:.2}",
+        m[1] / m[0],
+        m[2] / m[0]
+    );
+    if fx.prefixes.is_some() {
+        println!(
+            "  an entry prefix instead of a second entry, / the thunk by pointer: a jump {:.3}, \
+             a call of a `ret` {:.3}",
+            m[4] / m[3],
+            m[5] / m[3]
+        );
+    }
 }
 
 /// The interleaved hit ratios, with chains of 1000 calls (as criterion
@@ -359,6 +675,7 @@ fn interleaved(fx: &Fixture, rounds: usize, calls: u64, reps: u64) {
 fn interleaved_summary(fx: &Fixture) {
     interleaved(fx, 31, 1000, 200);
     interleaved(fx, 31, 200_000, 1);
+    counting_ab(fx, 31);
 
     // Retarget and republish latency distributions, single calls.
     let patch = fx

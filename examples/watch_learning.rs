@@ -31,7 +31,11 @@ fn main() {
         }
         drop(pinned);
         let t = engine.tick();
-        println!("after round {round} ({} installs):\n{}\n", t.installs, site.stats());
+        println!(
+            "after round {round} ({} installs):\n{}\n",
+            t.installs,
+            site.stats()
+        );
     }
     std::hint::black_box(x);
 }

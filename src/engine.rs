@@ -107,6 +107,13 @@ pub struct EngineStats {
     pub scheduler: SchedulerStats,
 }
 
+impl EngineStats {
+    /// The statistics as JSON (the same fields).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
 impl fmt::Display for EngineStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.arch, &self.disabled) {
@@ -283,11 +290,17 @@ impl EngineShared {
         // miss hook the target's arguments followed by the target, a miss
         // stub for register r the target in r.
         let mut wanted = vec![
-            (bridges.entry, ArgLoc::Reg(0)),
-            (bridges.miss, miss_hook_target(backend, sig)),
+            (bridges.entry, ArgLoc::Reg(0), None),
+            (bridges.miss, miss_hook_target(backend, sig), None),
         ];
+        // Tail-jumping misses are sampled where the ISA and the TLS layout
+        // allow (see `hotcall_policy::counters::record_sampled_miss`).
+        let (tail_bridge, sample) = match bridges.sampled_miss_tail {
+            Some((offset, bridge)) => (bridge, Some(offset)),
+            None => (bridges.miss_tail, None),
+        };
         let regs = backend.miss_stub_registers();
-        wanted.extend(regs.iter().map(|&r| (bridges.miss_tail, ArgLoc::Hw(r))));
+        wanted.extend(regs.iter().map(|&r| (tail_bridge, ArgLoc::Hw(r), sample)));
         // Every stub takes HOOK_STUB_MAX bytes at most; lay them out at
         // 16-byte steps, each generated for its final address.
         let poison = backend.poison_pattern();
@@ -295,9 +308,9 @@ impl EngineShared {
         let base = writable.address() as u64;
         let mut bytes = Vec::with_capacity(wanted.len() * HOOK_STUB_MAX);
         let mut addresses = Vec::with_capacity(wanted.len());
-        for (bridge, target) in wanted {
+        for (bridge, target, sample) in wanted {
             let place = base + bytes.len() as u64;
-            let stub = backend.hook_stub(cookie, bridge, place, target);
+            let stub = backend.hook_stub(cookie, bridge, place, target, sample);
             assert!(
                 stub.len() <= HOOK_STUB_MAX,
                 "hook stub larger than its slot"

@@ -2,23 +2,35 @@
 //!
 //! A host creates an [`Engine`], makes a [`Site`] for each place where it
 //! calls callbacks through function pointers, and calls through the site
-//! while [pinned](Engine::pin). [`Site::promote`] compiles a thunk that
-//! compares the incoming pointer against hot targets and calls a match
-//! directly; republishing is one atomic store, and the old thunk is freed
-//! once no thread can be inside it.
+//! while [pinned](Engine::pin). Sites learn: they count what they call, and
+//! the engine's scheduler (a background thread, or [`Engine::tick`])
+//! compiles a thunk that compares the incoming pointer against the hot
+//! targets and calls a match directly, demotes megamorphic sites to a plain
+//! indirect call, and follows phase changes ([`policy`]). [`Site::promote`]
+//! sets the targets by hand instead. Republishing is one atomic store, and
+//! the old thunk is freed once no thread can be inside it.
 //!
 //! ```
-//! use hotcall::Engine;
+//! use hotcall::{Engine, EngineConfig, PolicyState};
 //!
 //! extern "C" fn double(x: i64) -> i64 { x * 2 }
 //! extern "C" fn negate(x: i64) -> i64 { -x }
 //!
-//! let engine = Engine::new();
+//! let engine = Engine::with_config(EngineConfig::manual());
 //! let site = engine.site::<extern "C" fn(i64) -> i64>();
-//! site.promote(&[double]).unwrap();
 //! let pinned = engine.pin();
-//! assert_eq!(site.call(&pinned, double, (21,)), 42); // slot 0: direct call
-//! assert_eq!(site.call(&pinned, negate, (5,)), -5);  // miss: indirect call
+//! for i in 0..2000 {
+//!     site.call(&pinned, double, (i,)); // counted while the site profiles
+//! }
+//! drop(pinned);
+//! engine.tick(); // one learning round
+//! assert_eq!(site.stats().state, PolicyState::Promoted);
+//! let pinned = engine.pin();
+//! assert_eq!(site.call(&pinned, double, (21,)), 42); // slot 0: direct
+//! assert_eq!(site.call(&pinned, negate, (5,)), -5);  // miss
+//!
+//! site.promote(&[negate, double]).unwrap(); // by hand
+//! assert_eq!(site.call(&pinned, negate, (5,)), -5);
 //! ```
 
 mod abi;

@@ -42,9 +42,9 @@ pub struct SlotStats {
     /// tearing down the thunk's frame, so the target returns straight to the
     /// caller.
     pub tail: bool,
-    /// Calls that hit this slot: counted while the site counts every call
-    /// (this epoch), else as of the last profile that promoted this target;
-    /// `None` if never counted.
+    /// Calls to this slot's target: counted while the site counts every
+    /// call (this epoch), else as counted by the last profile (a lower
+    /// bound if the target was a miss then); `None` if never profiled.
     pub hits: Option<u64>,
 }
 
@@ -81,7 +81,7 @@ pub struct SiteStats {
     /// Most frequent miss targets since the current thunk was installed.
     pub candidates: Vec<CandidateStats>,
     /// Bytes of machine code of the current thunk (its allocation is this
-    /// rounded up to 16).
+    /// rounded up to 32).
     pub code_bytes: usize,
     /// Thunks built and published (successful builds only): every
     /// recompile, by hand or by the policy.
@@ -195,8 +195,8 @@ pub struct PromoteReport {
 /// Options for a new site ([`crate::Engine::site_with`]).
 #[derive(Clone, Debug, Default)]
 pub struct SiteOptions {
-    name: Option<String>,
-    policy: Option<PolicyConfig>,
+    pub(crate) name: Option<String>,
+    pub(crate) policy: Option<PolicyConfig>,
 }
 
 impl SiteOptions {
@@ -567,9 +567,13 @@ impl SiteCore {
             if installed.counting == Counting::All {
                 return counts.hits.get(slot).copied();
             }
+            // The calls the last profile counted for this target: hits if
+            // it was promoted then, else its (lower-bound) miss count.
             let (plan, c) = profile?;
-            let k = plan.targets.iter().position(|&t| t == target)?;
-            c.hits.get(k).copied()
+            match plan.targets.iter().position(|&t| t == target) {
+                Some(k) => c.hits.get(k).copied(),
+                None => Some(c.candidate(target)),
+            }
         };
         let slots = current
             .map(|i| slot_stats(i, Some(&hits_of)))

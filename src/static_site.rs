@@ -81,7 +81,8 @@ pub struct StaticSiteStats {
     /// Where the stub jumps now.
     pub jumps_to: usize,
     pub mode: StaticMode,
-    /// Stores into the stub so far.
+    /// Stores into the stub by the static site so far (a learning Patch
+    /// site also moves it between its entries).
     pub stub_writes: u64,
 }
 
@@ -210,24 +211,16 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
 
     /// Aims the stub at `target`: one aligned 32-bit store. Fails, leaving
     /// the stub as it was, if the target is out of direct-branch reach.
+    /// A Patch site that goes on learning writes the stub itself (it moves
+    /// it between its entries); it is detached first, so that it cannot
+    /// write the stub after this store.
     fn aim(&self, state: &mut StaticState<F>, target: usize) -> Result<(), Error> {
         let field = branch_field(S::stub_address())?;
-        let backend = Arch::host().expect("checked by branch_field").backend();
-        let word = backend.encode_branch(BranchKind::Jump, field as u64, target as u64)?;
-        // SAFETY: the field is the stub's `jmp rel32` displacement / `B`
-        // word, made patchable by `bind`, aligned; both the old and the new
-        // target are complete code for the thunk ABI of `F` (a thunk, a
-        // Patch thunk or a miss stub) that stays alive until a grace period
-        // after it is replaced (the caller retires it), so any thread that
-        // executes either word is correct. One aligned store: see
-        // docs/patching.md for the architecture rules.
-        unsafe { text_patch::store_u32(field, word)? };
-        // A core may still hold the old stub word; before the old target
-        // can be freed, every core must have serialized. x86-64 instruction
-        // fetch snoops stores; on aarch64 this is required.
-        if cfg!(target_arch = "aarch64") {
-            hotcall_jit::coherence::serialize_all_cores();
+        if let Mode::Patch(site) = &state.mode {
+            check_stub_reach(field, target)?;
+            site.detach_static_stub();
         }
+        aim_stub_field(field, target)?;
         state.stub_writes += 1;
         Ok(())
     }
@@ -274,13 +267,22 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
     }
 
     /// Gives the site a Patch thunk with `slots` slots (all disabled) for
-    /// good and aims the stub at it; retarget it with
-    /// [`StaticSite::retarget`].
+    /// good and aims the stub at it. The Patch site learns with the
+    /// engine's policy (it moves the stub between its entries and, in a
+    /// bypass, to the miss stub); [`StaticSite::retarget`] sets its targets
+    /// by hand instead.
     pub fn use_patch(&self, engine: &Engine, slots: usize) -> Result<(), Error> {
         let mut state = self.lock();
         self.bind(&mut state, engine)?;
         let site = engine.named_patch_site::<F>(self.name, slots)?;
-        self.aim(&mut state, site.entry())?;
+        let field = branch_field(S::stub_address())?;
+        check_stub_reach(field, site.entry())?;
+        if let Mode::Patch(old) = &state.mode {
+            old.detach_static_stub();
+        }
+        // From now on the Patch site aims the stub at its current entry.
+        site.attach_static_stub(field)?;
+        state.stub_writes += 1;
         let old = std::mem::replace(&mut state.mode, Mode::Patch(Box::new(site)));
         Self::retire(&mut state, old);
         Ok(())
@@ -342,4 +344,38 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
             stub_writes: state.stub_writes,
         }
     }
+}
+
+/// Checks that the stub branch word at `field` can go to `target`.
+pub(crate) fn check_stub_reach(field: usize, target: usize) -> Result<(), Error> {
+    let backend = Arch::host()
+        .ok_or_else(|| JitError::Isa("host", "no static entries on this ISA".into()))?
+        .backend();
+    backend.encode_branch(BranchKind::Jump, field as u64, target as u64)?;
+    Ok(())
+}
+
+/// Aims the static stub whose branch word is at `field` (made patchable)
+/// at `target`: one aligned 32-bit store. Fails, leaving the stub as it
+/// was, if the target is out of direct-branch reach.
+pub(crate) fn aim_stub_field(field: usize, target: usize) -> Result<(), Error> {
+    let backend = Arch::host()
+        .ok_or_else(|| JitError::Isa("host", "no static entries on this ISA".into()))?
+        .backend();
+    let word = backend.encode_branch(BranchKind::Jump, field as u64, target as u64)?;
+    // SAFETY: the field is a static stub's `jmp rel32` displacement / `B`
+    // word, made patchable, aligned (`branch_field`); both the old and the
+    // new target are complete code for the stub's thunk ABI (a thunk, a
+    // Patch thunk or its counting entry, or a miss stub) that stays alive
+    // until a grace period after it is replaced (the callers retire it),
+    // so any thread that executes either word is correct. One aligned
+    // store: see docs/patching.md for the architecture rules.
+    unsafe { text_patch::store_u32(field, word)? };
+    // A core may still hold the old stub word; before the old target can
+    // be freed, every core must have serialized. x86-64 instruction fetch
+    // snoops stores; on aarch64 this is required.
+    if cfg!(target_arch = "aarch64") {
+        hotcall_jit::coherence::serialize_all_cores();
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@
 //! | [`Strategy::Indirect`] | `call *reg` | nothing to do | the indirect predictor is right (one hot target per site, or a learnable pattern), retpolines off |
 //! | [`Strategy::Retpoline`] | `call` retpoline, `ret` to the target | nothing | never on speed; the baseline of a hardened host |
 //! | [`Strategy::Jit`] | compare chain, direct jump | compile (template copy) + one store + grace-period free | targets change rarely; any slot count; no bound on history |
-//! | [`Strategy::Patch`] | table compare, direct jump | a few stores, no allocation; completion after a grace period | targets change often; one fixed thunk per site |
+//! | [`Strategy::Patch`] | table compare, direct jump | a few stores, no allocation; completion after a grace period (learning sites: each plan is a retarget) | targets change often; one fixed thunk per site |
 //! | `listed_call!` | compile-time compare chain | impossible (recompile) | the targets are known when the host is built |
 //!
 //! `docs/strategies.md` has the measurements behind the last column.
@@ -31,7 +31,8 @@ pub enum Strategy {
     /// and republished with one atomic store ([`Site`]).
     Jit,
     /// One thunk with `slots` slots for the site's life, retargeted in
-    /// place ([`PatchSite`]).
+    /// place ([`PatchSite`]); it learns with the engine's policy until
+    /// promoted by hand.
     Patch { slots: usize },
 }
 

@@ -33,13 +33,14 @@ fn code(addr: usize, len: usize) -> Vec<u8> {
 }
 
 /// Checks that `insns` (a thunk at `entry`) has no indirect branch, exits
-/// directly to `hits` in order, and misses through `trampoline`.
+/// directly to `hits` in order, and misses through `miss` (the trampoline,
+/// preceded in a Patch thunk by the call of its miss exit), the only calls.
 fn check_no_indirect(
     insns: &[hotcall::jit::disasm::Insn],
     entry: u64,
     end: u64,
     hits: &[u64],
-    trampoline: u64,
+    miss: &[u64],
 ) {
     let listing = render(insns);
     assert!(
@@ -53,14 +54,14 @@ fn check_no_indirect(
         .filter_map(|i| i.direct_exit(entry, end))
         .collect();
     let mut want = hits.to_vec();
-    want.push(trampoline);
+    want.extend_from_slice(miss);
     assert_eq!(exits, want, "{listing}");
     // The hits still jump (the trampoline scheme keeps the frame minimal).
     let calls = insns
         .iter()
         .filter(|i| matches!(i.branch, Branch::DirectCall(_)))
         .count();
-    assert_eq!(calls, 1, "only the miss calls:\n{listing}");
+    assert_eq!(calls, miss.len(), "only the miss calls:\n{listing}");
 }
 
 #[test]
@@ -81,7 +82,7 @@ fn hardened_jit_thunks_have_no_indirect_branch() {
             r.entry as u64,
             (r.entry + r.code_bytes) as u64,
             &hits,
-            tramp,
+            &[tramp],
         );
         let pinned = engine.pin();
         for f in [t0 as Callback, t1, t2] {
@@ -101,13 +102,32 @@ fn hardened_patch_thunks_have_no_indirect_branch() {
     let entry = thunk.entry();
     let insns = disassemble_reachable(arch, &code(entry, thunk.code_len()), entry as u64).unwrap();
     let tramp = MissTrampolines::host().unwrap().for_sig(site.signature());
+    let layout = thunk.layout();
+    let exit = entry + layout.exit;
     check_no_indirect(
         &insns,
         entry as u64,
         (entry + thunk.code_len()) as u64,
         &[t1 as *const () as u64, t0 as *const () as u64],
-        tramp,
+        &[exit as u64, tramp],
     );
+    // The miss exit (not counting: it falls through to a `ret`) and the
+    // counting entry (a call of the entry stub, a jump into the thunk).
+    assert_eq!(thunk.miss_exit_target(), thunk.miss_fallback());
+    for (start, end) in [
+        (exit, entry + layout.fallback + 4),
+        (entry + layout.count, exit),
+    ] {
+        let insns = disassemble_reachable(arch, &code(start, end - start), start as u64).unwrap();
+        assert!(
+            !insns
+                .iter()
+                .any(|i| matches!(i.branch, Branch::IndirectCall | Branch::IndirectJump)),
+            "indirect branch after a hardened Patch thunk:\n{}",
+            render(&insns)
+        );
+        assert!(!insns.is_empty());
+    }
     let pinned = engine.pin();
     for f in [t0 as Callback, t1, t2] {
         assert_eq!(site.call(&pinned, f, (9, -2.0)), f(9, -2.0));
@@ -193,7 +213,7 @@ fn hardened_static_site() {
         r.entry as u64,
         (r.entry + r.code_bytes) as u64,
         &[t2 as *const () as u64],
-        tramp,
+        &[tramp],
     );
     check();
     HARDENED_STATIC.demote().unwrap();

@@ -8,7 +8,7 @@ use hotcall_jit::disasm::{Insn, disassemble, disassemble_reachable, render};
 use hotcall_jit::hardened::MissTrampolines;
 use hotcall_jit::isa::aarch64::patch as a64;
 use hotcall_jit::isa::x86_64::patch as x64;
-use hotcall_jit::patch::{DISABLED, PatchCompiler, PatchOptions, TABLE_ALIGN, TRAP_GAP};
+use hotcall_jit::patch::{DISABLED, MissExit, PatchCompiler, PatchOptions, TABLE_ALIGN, TRAP_GAP};
 use hotcall_jit::{Arch, Branch, BranchKind, JitError, ThunkSig};
 
 /// The instruction bytes around a patched word: on x86-64 the opcode byte
@@ -288,9 +288,13 @@ fn table_address(arch: Arch, insns: &[Insn]) -> u64 {
 
 /// A Patch thunk placed at several addresses, for both ISAs, plain and
 /// hardened: the table address the code computes is the table's, every
-/// slot's branch starts at the trap gap, and rewriting a slot's word with
-/// `encode_branch` makes exactly that slot's exit go to its new target,
-/// with no indirect branch anywhere but the miss path.
+/// slot's branch starts at the trap gap, the miss path leaves through the
+/// miss exit (jumping to it, or calling it before its own indirect or
+/// retpolined call), the miss exit falls through to `jmp *reg` / `ret` and
+/// can be aimed elsewhere with one aligned word, the counting entry calls
+/// the entry stub and jumps to the thunk, and rewriting a slot's word with
+/// `encode_branch` makes exactly that slot's exit go to its new target.
+/// No indirect branch anywhere but the miss path's own.
 #[test]
 fn patch_thunks_link_and_retarget_on_both_isas() {
     let sigs = [
@@ -301,6 +305,7 @@ fn patch_thunks_link_and_retarget_on_both_isas() {
         "(i64,i64,i64,i64,i64,i64,i64)->i64",
         "(i64,i64,i64,i64,i64,i64,i64,i64)->i64",
     ];
+    let mut shapes = std::collections::HashSet::new();
     for arch in Arch::ALL {
         for hardened in [false, true] {
             let base = 0x7f00_0000_0000u64;
@@ -319,12 +324,26 @@ fn patch_thunks_link_and_retarget_on_both_isas() {
                 let sig: ThunkSig = sig.parse().unwrap();
                 for slots in [1, 2, 4, 8] {
                     let t = c.template(&sig, slots).unwrap();
+                    let tail = matches!(t.miss_exit(), MissExit::Tail { .. });
+                    shapes.insert((arch, hardened, tail));
+                    if hardened {
+                        assert!(!tail, "a hardened miss calls its retpoline");
+                    }
                     for place in [base, base + 0x30, base + 0x1ff0] {
                         check_placed(arch, &t, place, hardened.then(|| tramps.for_sig(&sig)));
                     }
                 }
             }
             assert_eq!(c.template_count(), sigs.len() * 4, "one template per shape");
+        }
+    }
+    for arch in Arch::ALL {
+        for shape in [
+            (arch, false, true),
+            (arch, false, false),
+            (arch, true, false),
+        ] {
+            assert!(shapes.contains(&shape), "{shape:?} not covered");
         }
     }
 }
@@ -336,10 +355,13 @@ fn check_placed(
     trampoline: Option<u64>,
 ) {
     let backend = arch.backend();
-    let (mut bytes, layout) = t.link(place).unwrap();
+    let entry_stub = place + 0x8_0000;
+    let (mut bytes, layout) = t.link_with(place, Some(entry_stub)).unwrap();
     let table = place + layout.table as u64;
     assert_eq!(table % TABLE_ALIGN as u64, 0);
-    assert!(layout.table >= layout.trap + TRAP_GAP);
+    assert!(layout.count >= layout.trap + TRAP_GAP);
+    assert!(layout.exit > layout.count && layout.fallback > layout.exit);
+    assert!(layout.table > layout.fallback);
     assert_eq!(layout.len, layout.table + 8 * t.slot_count());
     assert!(layout.len <= t.alloc_len());
     for k in 0..t.slot_count() {
@@ -350,29 +372,121 @@ fn check_placed(
         );
     }
     let code_end = place + layout.trap as u64;
+    let exit = place + layout.exit as u64;
+    let fallback = place + layout.fallback as u64;
     let insns = disassemble_reachable(arch, &bytes[..layout.trap], place).unwrap();
     let listing = render(&insns);
     assert_eq!(table_address(arch, &insns), table, "{listing}");
-    // Every slot exits to the trap gap, the miss path through one indirect
-    // call (or, hardened, a direct call to its trampoline).
+    // Every slot exits to the trap gap; the miss path through the miss
+    // exit, and where it calls the exit, then through one indirect call
+    // (or, hardened, a direct call to its trampoline).
     let exits: Vec<u64> = insns
         .iter()
         .filter_map(|i| i.direct_exit(place, code_end))
         .collect();
     let mut want = vec![code_end; t.slot_count()];
+    want.push(exit);
     want.extend(trampoline);
     assert_eq!(exits, want, "{listing}");
     let indirect = insns
         .iter()
         .filter(|i| matches!(i.branch, Branch::IndirectCall | Branch::IndirectJump))
         .count();
-    assert_eq!(indirect, usize::from(trampoline.is_none()), "{listing}");
+    let tail = matches!(t.miss_exit(), MissExit::Tail { .. });
+    assert_eq!(
+        indirect,
+        usize::from(trampoline.is_none() && !tail),
+        "{listing}"
+    );
+    let exit_kind = insns
+        .iter()
+        .find(|i| i.direct_exit(place, code_end) == Some(exit))
+        .map(|i| i.branch)
+        .unwrap();
+    match t.miss_exit() {
+        MissExit::Tail { .. } => assert!(
+            matches!(
+                exit_kind,
+                Branch::Jump {
+                    conditional: false,
+                    ..
+                }
+            ),
+            "{listing}"
+        ),
+        MissExit::Call => assert_eq!(exit_kind, Branch::DirectCall(exit), "{listing}"),
+    }
     // The trap gap really traps.
     let poison = backend.poison_pattern();
     assert!(
         bytes[layout.trap..layout.trap + TRAP_GAP]
             .chunks(poison.len())
             .all(|c| c == poison)
+    );
+    // The counting entry: a call of the entry stub, then a jump into the
+    // thunk (aarch64 saves the frame record around its `bl`).
+    let count = place + layout.count as u64;
+    let insns = disassemble(arch, &bytes[layout.count..layout.exit], count).unwrap();
+    let branches: Vec<Branch> = insns
+        .iter()
+        .map(|i| i.branch)
+        .filter(|b| *b != Branch::Other)
+        .collect();
+    assert_eq!(
+        branches[..2],
+        [
+            Branch::DirectCall(entry_stub),
+            Branch::Jump {
+                target: place,
+                conditional: false
+            }
+        ],
+        "{}",
+        render(&insns)
+    );
+    // The miss exit: its word aligned, inside one 8-byte block; falls
+    // through to the fallback, which jumps to the target register or
+    // returns.
+    assert_eq!((place + layout.exit_field as u64) % 4, 0);
+    assert_eq!(
+        (place + layout.exit_field as u64) / 8,
+        (place + layout.exit_field as u64 + 3) / 8
+    );
+    let exit_insns = disassemble(arch, &bytes[layout.exit..layout.fallback + 4], exit).unwrap();
+    assert_eq!(
+        exit_insns[0].branch,
+        Branch::Jump {
+            target: fallback,
+            conditional: false
+        },
+        "{}",
+        render(&exit_insns)
+    );
+    let fall = &exit_insns[1];
+    assert_eq!(fall.addr, fallback);
+    match t.miss_exit() {
+        MissExit::Tail { reg } => {
+            assert_eq!(fall.branch, Branch::IndirectJump, "{}", render(&exit_insns));
+            assert!(
+                backend.miss_stub_registers().contains(&reg),
+                "a tail exit's register has a miss stub"
+            );
+        }
+        MissExit::Call => assert_eq!(fall.branch, Branch::Return, "{}", render(&exit_insns)),
+    }
+    // Aimed at a stub: one word.
+    let stub = place + 0x9_0000;
+    let word = backend
+        .encode_branch(BranchKind::Jump, place + layout.exit_field as u64, stub)
+        .unwrap();
+    bytes[layout.exit_field..layout.exit_field + 4].copy_from_slice(&word.to_le_bytes());
+    let aimed = disassemble(arch, &bytes[layout.exit..layout.fallback], exit).unwrap();
+    assert_eq!(
+        aimed.last().unwrap().branch,
+        Branch::Jump {
+            target: stub,
+            conditional: false
+        }
     );
     // Retarget every slot to a distinct target, as the patch protocol does
     // with one word per slot.
@@ -391,6 +505,7 @@ fn check_placed(
         .filter_map(|i| i.direct_exit(place, code_end))
         .collect();
     let mut want = targets.clone();
+    want.push(exit);
     want.extend(trampoline);
     assert_eq!(exits, want, "{}", render(&insns));
 }

@@ -39,13 +39,18 @@ pub fn run(args: &IsaReportArgs) -> CliResult {
 }
 
 /// The table as Markdown, measured now, for `arch` (both ISAs side by side
-/// if `None`); `bench --count` can print the same.
+/// if `None`).
 pub fn markdown(arch: Option<Arch>, sig: &ThunkSig, far: bool) -> Result<String, String> {
     let archs: Vec<Arch> = match arch {
         Some(a) => vec![a],
         None => Arch::ALL.to_vec(),
     };
+    Ok(measure(&archs, sig, far)?.markdown())
+}
+
+/// Measures the table for `archs`, in that order (`hotcall bench --count
+/// --arch` includes it in its report).
+pub fn measure(archs: &[Arch], sig: &ThunkSig, far: bool) -> Result<IsaReport, String> {
     let cache = std::env::temp_dir().join("hotcall-emu");
-    let report = IsaReport::measure(&archs, sig, far, &cache).map_err(|e| e.to_string())?;
-    Ok(report.markdown())
+    IsaReport::measure(archs, sig, far, &cache).map_err(|e| e.to_string())
 }

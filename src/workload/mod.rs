@@ -21,7 +21,7 @@ mod zipf;
 use crate::{Engine, PolicyConfig, Site, SiteOptions};
 
 pub use rng::SplitMix64;
-pub use targets::{Callback, POOL, POOL_SIZE};
+pub use targets::{Callback, POOL, POOL_SIZE, target as pool_target};
 pub use zipf::Zipf;
 
 /// Calls in one pass of a workload's stream (per thread).
@@ -259,6 +259,40 @@ impl Workload {
             .collect()
     }
 
+    /// The targets with at least [`HOT_SHARE`] of *all* the workload's
+    /// calls, largest first, at most [`MAX_HOT`]: what a programmer would
+    /// list at one call instruction that makes every site's calls (an
+    /// interpreter's call-native instruction). The same as
+    /// [`hot_targets`](Self::hot_targets) for one-site workloads; for
+    /// `sites-1k`, whose sites are visited uniformly, each target's share is
+    /// the mean of its shares at the sites (none reaches 10%).
+    pub fn hot_targets_of_all_calls(&self) -> Vec<Callback> {
+        if self.site_count() == 1 {
+            return self.hot_targets(SiteIndex(0));
+        }
+        let sites = self.site_count() as f64;
+        let mut total: Vec<Share> = Vec::new();
+        for s in self.mixes.iter().flatten() {
+            match total
+                .iter_mut()
+                .find(|t| t.target as usize == s.target as usize)
+            {
+                Some(t) => t.share += s.share / sites,
+                None => total.push(Share {
+                    target: s.target,
+                    share: s.share / sites,
+                }),
+            }
+        }
+        total.sort_by(|a, b| b.share.total_cmp(&a.share));
+        total
+            .iter()
+            .take_while(|s| s.share >= HOT_SHARE)
+            .take(MAX_HOT)
+            .map(|s| s.target)
+            .collect()
+    }
+
     /// One hotcall site per workload site, each promoted once with its
     /// [`hot_targets`](Self::hot_targets) (policy `Fixed`), or left a plain
     /// indirect call where there are none (policy `Off`): nothing is learned.
@@ -480,6 +514,33 @@ mod tests {
         assert_eq!(hot(WorkloadKind::Uniform16), 0);
         // Each phase's leader has 0.368 / 4 of the pass.
         assert_eq!(hot(WorkloadKind::Phase), 0);
+    }
+
+    #[test]
+    fn hot_targets_of_all_calls() {
+        for k in WorkloadKind::ALL {
+            let w = Workload::new(k, 9);
+            let all: Vec<usize> = w.hot_targets_of_all_calls().into_iter().map(addr).collect();
+            if k == WorkloadKind::Sites1k {
+                // 1,000 sites over 64 targets: each target has about 1/64
+                // of the calls; the stream agrees that none has 10%.
+                assert!(all.is_empty());
+                let most = POOL
+                    .iter()
+                    .map(|&t| {
+                        w.stream(0)
+                            .iter()
+                            .filter(|c| addr(c.target) == addr(t))
+                            .count()
+                    })
+                    .max()
+                    .unwrap();
+                assert!((most as f64) < 0.05 * STREAM_LEN as f64, "{most}");
+            } else {
+                let one: Vec<usize> = w.hot_targets(SiteIndex(0)).into_iter().map(addr).collect();
+                assert_eq!(all, one, "{}", k.name());
+            }
+        }
     }
 
     #[test]

@@ -14,8 +14,12 @@ pub const POOL_SIZE: usize = 64;
 ///
 /// `inline(never)`: every target is a real function with its own address,
 /// called through a pointer or a promoted direct call, never folded away.
+///
+/// Public so that code can name a pool function at compile time
+/// (`target::<K>` is `POOL[K]`), as the `listed` strategy of `hotcall bench`
+/// does to make direct calls.
 #[inline(never)]
-extern "C" fn target<const K: u64>(x: u64) -> u64 {
+pub extern "C" fn target<const K: u64>(x: u64) -> u64 {
     let key = K.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     // An odd multiplier keeps the multiply bijective.
     let mul = (0xd6e8_feb8_6659_fd93 ^ (K << 8)) | 1;
@@ -45,6 +49,9 @@ mod tests {
         addrs.sort_unstable();
         addrs.dedup();
         assert_eq!(addrs.len(), POOL_SIZE, "two targets share an address");
+        // `target::<K>` names `POOL[K]`.
+        assert_eq!(target::<0> as *const () as usize, POOL[0] as usize);
+        assert_eq!(target::<63> as *const () as usize, POOL[63] as usize);
         for x in [0u64, 1, 0xdead_beef, u64::MAX] {
             let mut results: Vec<u64> = POOL.iter().map(|f| f(x)).collect();
             results.sort_unstable();

@@ -175,7 +175,20 @@ pub trait IsaBackend: Send + Sync {
     ///   `[sp+16]` and `[sp+24]` the caller's x16 and x17.
     ///
     /// Beyond direct reach the jump goes through a literal address.
-    fn hook_stub(&self, cookie: u32, bridge: u64, place: u64, target: ArgLoc) -> Vec<u8>;
+    ///
+    /// With `sample = Some(offset)` (tail-jumping miss stubs, x86-64 only),
+    /// the stub first decrements the calling thread's miss countdown at
+    /// `offset` from the thread pointer, and unless it reached zero jumps
+    /// straight on to the target in `target` (an [`ArgLoc::Hw`] register);
+    /// only selected misses go to `bridge`. Other ISAs ignore `sample`.
+    fn hook_stub(
+        &self,
+        cookie: u32,
+        bridge: u64,
+        place: u64,
+        target: ArgLoc,
+        sample: Option<i32>,
+    ) -> Vec<u8>;
 
     /// Rewrites the miss path's `call *reg` followed by the frame epilogue
     /// and `ret`, which starts at `at` in `code`, into the epilogue followed
@@ -223,7 +236,7 @@ pub trait IsaBackend: Send + Sync {
 }
 
 /// Most bytes [`IsaBackend::hook_stub`] produces on any ISA.
-pub const HOOK_STUB_MAX: usize = 32;
+pub const HOOK_STUB_MAX: usize = 48;
 
 /// Where a hook stub finds the target address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

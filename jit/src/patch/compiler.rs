@@ -11,12 +11,13 @@ use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::{Context, FinalizedRelocTarget};
 use cranelift_frontend::FunctionBuilderContext;
 
-use super::ir::{SLOT_NAMESPACE, TABLE_NAMESPACE, build_patch_thunk};
+use super::MissExit;
+use super::ir::{MISS_EXIT_NAMESPACE, SLOT_NAMESPACE, TABLE_NAMESPACE, build_patch_thunk};
 use super::template::{PatchReloc, PatchTemplate, RelocTarget, SlotBranch};
 use crate::compiler::{CompilerOptions, MAX_SLOTS, build_isa};
 use crate::error::JitError;
 use crate::hardened::{MissTrampolines, RETPOLINE_NAMESPACE};
-use crate::isa::{Arch, BranchKind, IsaBackend};
+use crate::isa::{Arch, Branch, BranchKind, IsaBackend};
 use crate::types::{ThunkSig, ValType};
 
 /// Settings of a [`PatchCompiler`].
@@ -117,7 +118,29 @@ impl PatchCompiler {
         Ok(template)
     }
 
+    /// Compiles the thunk whose miss path tail-jumps through the miss exit
+    /// where it can ([`MissExit::Tail`]: unhardened, every argument in
+    /// registers, the target in a register that has a miss stub), else the
+    /// one whose miss path calls the exit ([`MissExit::Call`]).
     fn compile(&mut self, sig: &ThunkSig, slots: usize) -> Result<PatchTemplate, JitError> {
+        if self.options.hardened.is_none()
+            && let Some(t) = self.compile_once(sig, slots, false)?
+        {
+            return Ok(t);
+        }
+        Ok(self
+            .compile_once(sig, slots, true)?
+            .expect("a thunk whose miss calls the exit needs no rewrite"))
+    }
+
+    /// One Cranelift compile. Without `miss_exit_call`, returns `None` if
+    /// the miss path cannot be rewritten into a tail jump to the exit.
+    fn compile_once(
+        &mut self,
+        sig: &ThunkSig,
+        slots: usize,
+        miss_exit_call: bool,
+    ) -> Result<Option<PatchTemplate>, JitError> {
         self.ctx.clear();
         let hardened = self.options.hardened.is_some();
         build_patch_thunk(
@@ -127,6 +150,7 @@ impl PatchCompiler {
             self.isa.frontend_config(),
             slots,
             hardened,
+            miss_exit_call,
         );
         let names = self.ctx.func.params.user_named_funcs().clone();
         let compiled = self
@@ -145,6 +169,7 @@ impl PatchCompiler {
                             Some(RelocTarget::Slot(index as usize))
                         }
                         TABLE_NAMESPACE => Some(RelocTarget::Table),
+                        MISS_EXIT_NAMESPACE if miss_exit_call => Some(RelocTarget::MissExit),
                         RETPOLINE_NAMESPACE if hardened => Some(RelocTarget::Retpoline),
                         _ => None,
                     }
@@ -196,14 +221,60 @@ impl PatchCompiler {
                 kind,
             });
         }
-        Ok(PatchTemplate {
+        let miss = if miss_exit_call {
+            let exits = relocs
+                .iter()
+                .filter(|r| r.target == RelocTarget::MissExit)
+                .count();
+            if exits != 1 {
+                return Err(JitError::UnexpectedReloc(format!(
+                    "{exits} calls of the miss exit"
+                )));
+            }
+            MissExit::Call
+        } else {
+            // The miss path's `call *reg; epilogue; ret` becomes `epilogue;
+            // jmp <exit>`: the JIT thunk's counting miss, aimed at the exit
+            // instead of a stub.
+            let Some(at) = miss_call_offset(self.backend, &code, &bb_starts) else {
+                return Ok(None);
+            };
+            let Some((reg, Some(offset))) = may_jump
+                .then(|| self.backend.rewrite_miss_as_tail_jump(&mut code, at, true))
+                .flatten()
+            else {
+                return Ok(None);
+            };
+            relocs.push(PatchReloc {
+                offset,
+                kind: self.backend.direct_call_reloc(),
+                addend: self.backend.jump_addend(),
+                target: RelocTarget::MissExit,
+            });
+            MissExit::Tail { reg }
+        };
+        Ok(Some(PatchTemplate {
             arch: self.backend.arch(),
             sig: sig.clone(),
             code,
             relocs,
             branches,
+            miss,
             retpoline: self.options.hardened.map(|t| t.for_sig(sig)),
             compile_time: Default::default(),
-        })
+        }))
     }
+}
+
+/// The offset of the miss path's indirect call: the first indirect call of
+/// the last basic block (the miss block is laid out last), as in the JIT
+/// compiler.
+fn miss_call_offset(backend: &dyn IsaBackend, code: &[u8], bb_starts: &[u32]) -> Option<usize> {
+    let last = *bb_starts.iter().max()? as usize;
+    let insns = crate::disasm::disassemble(backend.arch(), code.get(last..)?, 0).ok()?;
+    insns
+        .iter()
+        .take_while(|i| i.branch != Branch::Return)
+        .find(|i| i.branch == Branch::IndirectCall)
+        .map(|i| last + i.addr as usize)
 }

@@ -3,10 +3,10 @@
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::immediates::Imm64;
 use cranelift_codegen::ir::{
-    ExtFuncData, ExternalName, Function, GlobalValueData, InstBuilder, MemFlagsData,
+    AbiParam, ExtFuncData, ExternalName, Function, GlobalValueData, InstBuilder, MemFlagsData,
     UserExternalName, UserFuncName, types,
 };
-use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use crate::ir::{target_signature, thunk_signature};
@@ -17,8 +17,15 @@ use crate::types::ThunkSig;
 pub(crate) const SLOT_NAMESPACE: u32 = 0;
 /// User-name namespace of the table's address.
 pub(crate) const TABLE_NAMESPACE: u32 = 3;
+/// User-name namespace of the miss exit, where the miss path calls it (see
+/// [`super::MissExit::Call`]).
+pub(crate) const MISS_EXIT_NAMESPACE: u32 = 6;
 
-/// Fills `func` with the Patch thunk for `sig` and `slots` slots.
+/// Fills `func` with the Patch thunk for `sig` and `slots` slots. With
+/// `miss_exit_call`, the miss path first calls the miss exit
+/// (`preserve_all`, with the target's arguments where the indirect call
+/// after it wants them, then the target), as the JIT thunk calls its miss
+/// hook where its miss cannot tail-jump (`crate::ir`).
 pub(crate) fn build_patch_thunk(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
@@ -26,6 +33,7 @@ pub(crate) fn build_patch_thunk(
     frontend: TargetFrontendConfig,
     slots: usize,
     hardened: bool,
+    miss_exit_call: bool,
 ) {
     let cc = frontend.default_call_conv;
     func.signature = thunk_signature(sig, cc);
@@ -80,6 +88,24 @@ pub(crate) fn build_patch_thunk(
         }
     }
 
+    if miss_exit_call {
+        let mut exit_sig = target_signature(sig, CallConv::PreserveAll);
+        exit_sig.returns.clear(); // `preserve_all` returns nothing
+        exit_sig.params.push(AbiParam::new(types::I64));
+        let exit_sig = b.import_signature(exit_sig);
+        let name = b
+            .func
+            .declare_imported_user_function(UserExternalName::new(MISS_EXIT_NAMESPACE, 0));
+        let exit = b.import_function(ExtFuncData {
+            name: ExternalName::user(name),
+            signature: exit_sig,
+            colocated: true,
+            patchable: false,
+        });
+        let mut exit_args = args.to_vec();
+        exit_args.push(target);
+        b.ins().call(exit, &exit_args);
+    }
     let call = crate::hardened::miss_call(&mut b, target_sig, target, args, hardened);
     let results = b.inst_results(call).to_vec();
     b.ins().return_(&results);

@@ -27,6 +27,29 @@
 //! every call to the next compare and finally to the miss path, which is
 //! always correct.
 //!
+//! Counting, for sites that learn, changes nothing on the hit paths: the
+//! copy has two more pieces after its code (see [`PatchLayout`]):
+//!
+//! ```text
+//! count:  call <site's entry stub>        ; the counting entry: counts the
+//!         jmp thunk                       ; call, then runs the thunk
+//! exit:   jmp <miss stub> | +0            ; the miss exit: the only word
+//!         jmp *reg  (or ret)              ; rewritten while threads run it
+//! ```
+//!
+//! * Counting every call is a second *entry*: callers are sent to the
+//!   counting entry instead of the thunk (one atomic store of the site's
+//!   entry word or its static stub's branch); the thunk's own code is the
+//!   same either way, so the thunk's hits pay nothing when it does not
+//!   count (not even a jump over a disabled prefix).
+//! * Counting misses goes through the *miss exit* ([`MissExit`]): the miss
+//!   path always leaves through it, and its branch word goes either to the
+//!   site's miss stub (count, then go on to the target) or to the
+//!   instruction right after it (go on to the target). Only misses pay the
+//!   one extra direct jump. Both destinations are complete, correct code
+//!   for the rest of the miss, so the word is retargeted with one aligned
+//!   store while threads run it, as a static entry stub is.
+//!
 //! This crate provides the pieces (compile, install, and the individual
 //! stores); the protocol that orders them against running callers (disable,
 //! grace period, patch, serialize cores, enable) needs epochs and lives in
@@ -39,6 +62,24 @@ mod thunk;
 
 pub use compiler::{PatchCompiler, PatchOptions};
 pub use template::{PatchLayout, PatchTemplate, SlotBranch};
+
+/// How a Patch thunk's miss path goes through its miss exit (see the
+/// module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MissExit {
+    /// The miss path tears down the frame and jumps to the exit, with the
+    /// target in hardware register `reg`. The exit goes on to the site's
+    /// miss stub for `reg` (which counts and jumps to the target) or falls
+    /// through to `jmp *reg` / `br xN`. Every argument in registers,
+    /// unhardened, and `reg` one of `IsaBackend::miss_stub_registers`.
+    Tail { reg: u8 },
+    /// The miss path calls the exit (`preserve_all`, the target's
+    /// arguments then the target) before its own indirect or retpolined
+    /// call. The exit goes on to the site's miss hook stub (which counts
+    /// and returns) or falls through to `ret`. Stack arguments or hardened
+    /// mode, as for the JIT thunk's miss hook.
+    Call,
+}
 pub use thunk::PatchThunk;
 
 /// The table word of a disabled slot: no function lives at the top of the

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use cranelift_codegen::binemit::Reloc;
 
-use super::{DISABLED, TABLE_ALIGN, TRAP_GAP};
+use super::{DISABLED, MissExit, TABLE_ALIGN, TRAP_GAP};
 use crate::error::JitError;
-use crate::isa::{Arch, BranchKind};
+use crate::isa::{Arch, BranchKind, aarch64, x86_64};
 use crate::types::ThunkSig;
 
 /// What a relocation of the template points at.
@@ -18,6 +18,8 @@ pub(crate) enum RelocTarget {
     Slot(usize),
     /// The hardened miss path's retpoline.
     Retpoline,
+    /// The miss exit's branch instruction (see [`MissExit`]).
+    MissExit,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,21 +50,81 @@ pub struct PatchTemplate {
     pub(crate) code: Vec<u8>,
     pub(crate) relocs: Vec<PatchReloc>,
     pub(crate) branches: Vec<SlotBranch>,
+    pub(crate) miss: MissExit,
     pub(crate) retpoline: Option<u64>,
     pub(crate) compile_time: Duration,
 }
 
-/// Offsets of one placed copy.
+/// Offsets of one placed copy:
+///
+/// ```text
+/// 0          the thunk's code (its entry)
+/// trap       TRAP_GAP bytes of traps (where disabled slots' branches go)
+/// count      the counting entry (see `count_block` in the ISA folders)
+/// exit       the miss exit's branch (8-byte aligned block; x86-64: after
+///            a 3-byte `nop`, its rel32 at exit_field, 4-byte aligned)
+/// fallback   what the miss exit falls through to (`jmp *reg` / `ret`)
+/// table      one aligned 8-byte word per slot, own cache line(s)
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PatchLayout {
     /// Where the trap gap starts (the end of the code).
     pub trap: usize,
-    /// Where the table starts: the first `TABLE_ALIGN`ed address at least
-    /// `TRAP_GAP` bytes past the code.
+    /// The counting entry.
+    pub count: usize,
+    /// The miss exit's branch instruction (where the miss path goes).
+    pub exit: usize,
+    /// The miss exit's branch word, as `IsaBackend::encode_branch` writes
+    /// it (4-byte aligned).
+    pub exit_field: usize,
+    /// The instruction the miss exit falls through to.
+    pub fallback: usize,
+    /// Where the table starts: the first `TABLE_ALIGN`ed address past the
+    /// fallback.
     pub table: usize,
     /// Bytes written: up to the end of the table.
     pub len: usize,
 }
+
+/// The ISA's pieces after the code: counting-entry size, the miss exit's
+/// offsets in its 8-byte block, the fallback bytes.
+struct Tail {
+    count_len: usize,
+    /// The branch's offset in the block, its length, and its word's.
+    exit_jump: usize,
+    jump_len: usize,
+    exit_field: usize,
+    fallback: Vec<u8>,
+}
+
+fn tail_pieces(arch: Arch, miss: MissExit) -> Tail {
+    let reg = match miss {
+        MissExit::Tail { reg } => Some(reg),
+        MissExit::Call => None,
+    };
+    match arch {
+        Arch::X86_64 => Tail {
+            count_len: x86_64::patch::COUNT_BLOCK_LEN,
+            exit_jump: x86_64::patch::MISS_EXIT_JUMP_OFFSET as usize,
+            jump_len: 5,
+            exit_field: x86_64::patch::STUB_FIELD_OFFSET as usize,
+            fallback: x86_64::patch::miss_exit_fallback(reg),
+        },
+        Arch::Aarch64 => Tail {
+            count_len: aarch64::patch::COUNT_BLOCK_LEN,
+            exit_jump: aarch64::patch::MISS_EXIT_JUMP_OFFSET as usize,
+            jump_len: 4,
+            exit_field: 0,
+            fallback: aarch64::patch::miss_exit_fallback(reg),
+        },
+    }
+}
+
+/// Most bytes the miss exit's block and its fallback take (8-byte block,
+/// fallback up to 4 bytes, padding to the block's alignment).
+const EXIT_MAX: usize = 7 + 8 + 4;
+/// Most bytes a counting entry takes on any ISA.
+const COUNT_MAX: usize = 16;
 
 impl PatchTemplate {
     pub fn arch(&self) -> Arch {
@@ -87,6 +149,11 @@ impl PatchTemplate {
         &self.branches
     }
 
+    /// How the miss path leaves through the miss exit.
+    pub fn miss_exit(&self) -> MissExit {
+        self.miss
+    }
+
     /// Cranelift time for this template (paid once per shape).
     pub fn compile_time(&self) -> Duration {
         self.compile_time
@@ -97,27 +164,57 @@ impl PatchTemplate {
     /// the table (so no neighbour's code shares the table's line).
     pub fn alloc_len(&self) -> usize {
         let table = (8 * self.slot_count()).div_ceil(TABLE_ALIGN) * TABLE_ALIGN;
-        self.code.len() + TRAP_GAP + (TABLE_ALIGN - 1) + table
+        self.code.len() + TRAP_GAP + COUNT_MAX + EXIT_MAX + (TABLE_ALIGN - 1) + table
     }
 
     pub fn layout(&self, place: u64) -> PatchLayout {
+        let pieces = tail_pieces(self.arch, self.miss);
         let trap = self.code.len();
+        let count = trap + TRAP_GAP;
+        let block =
+            ((place + (count + pieces.count_len) as u64).next_multiple_of(8) - place) as usize;
+        let exit = block + pieces.exit_jump;
+        let exit_field = block + pieces.exit_field;
+        let fallback = exit + pieces.jump_len;
         let align = TABLE_ALIGN as u64;
-        let table_addr = (place + (trap + TRAP_GAP) as u64).div_ceil(align) * align;
+        let table_addr =
+            (place + (fallback + pieces.fallback.len()) as u64).next_multiple_of(align);
         let table = (table_addr - place) as usize;
         PatchLayout {
             trap,
+            count,
+            exit,
+            exit_field,
+            fallback,
             table,
             len: table + 8 * self.slot_count(),
         }
     }
 
-    /// The bytes of a copy placed at `place` (16-byte aligned): the code
-    /// with its relocations
-    /// applied (every slot's branch aimed at the trap gap), traps up to the
-    /// table, and the table with every slot [`DISABLED`].
+    /// [`PatchTemplate::link_with`] without a counting entry (its bytes
+    /// stay traps).
     pub fn link(&self, place: u64) -> Result<(Vec<u8>, PatchLayout), JitError> {
+        self.link_with(place, None)
+    }
+
+    /// The bytes of a copy placed at `place` (16-byte aligned): the code
+    /// with its relocations applied (every slot's branch aimed at the trap
+    /// gap, the miss path at the miss exit), traps, the counting entry
+    /// calling `entry_stub` (traps without one), the miss exit falling
+    /// through (counting nothing), and the table with every slot
+    /// [`DISABLED`].
+    pub fn link_with(
+        &self,
+        place: u64,
+        entry_stub: Option<u64>,
+    ) -> Result<(Vec<u8>, PatchLayout), JitError> {
+        if !place.is_multiple_of(16) {
+            return Err(JitError::Map(format!(
+                "a patch thunk must be placed 16-byte aligned, not at {place:#x}"
+            )));
+        }
         let layout = self.layout(place);
+        let pieces = tail_pieces(self.arch, self.miss);
         let backend = self.arch.backend();
         let mut bytes = vec![0u8; layout.len];
         let poison = backend.poison_pattern();
@@ -127,6 +224,7 @@ impl PatchTemplate {
         bytes[..self.code.len()].copy_from_slice(&self.code);
         let table_addr = place + layout.table as u64;
         let trap_addr = place + layout.trap as u64;
+        let exit_addr = place + layout.exit as u64;
         for r in &self.relocs {
             let target = match r.target {
                 RelocTarget::Table => table_addr,
@@ -134,9 +232,30 @@ impl PatchTemplate {
                 RelocTarget::Retpoline => {
                     self.retpoline.expect("hardened template has a retpoline")
                 }
+                RelocTarget::MissExit => exit_addr,
             };
             apply_reloc(self.arch, &mut bytes, r, place, target)?;
         }
+        if let Some(stub) = entry_stub {
+            let at = place + layout.count as u64;
+            let count = match self.arch {
+                Arch::X86_64 => x86_64::patch::count_block(at, stub, place)?,
+                Arch::Aarch64 => aarch64::patch::count_block(at, stub, place)?,
+            };
+            debug_assert_eq!(count.len(), pieces.count_len);
+            bytes[layout.count..layout.count + count.len()].copy_from_slice(&count);
+        }
+        // The miss exit, falling through: its block, then the fallback.
+        let block = layout.exit - pieces.exit_jump;
+        if self.arch == Arch::X86_64 {
+            bytes[block..block + 4].copy_from_slice(&x86_64::patch::STUB_PREFIX);
+        }
+        let fall = place + layout.fallback as u64;
+        let word =
+            backend.encode_branch(BranchKind::Jump, place + layout.exit_field as u64, fall)?;
+        bytes[layout.exit_field..layout.exit_field + 4].copy_from_slice(&word.to_le_bytes());
+        bytes[layout.fallback..layout.fallback + pieces.fallback.len()]
+            .copy_from_slice(&pieces.fallback);
         for k in 0..self.slot_count() {
             let at = layout.table + 8 * k;
             bytes[at..at + 8].copy_from_slice(&DISABLED.to_le_bytes());

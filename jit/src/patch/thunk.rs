@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use super::DISABLED;
 use super::template::{PatchLayout, PatchTemplate, SlotBranch};
+use super::{DISABLED, MissExit};
 use crate::code_memory::{CodeMemory, ExecutableCode};
 use crate::coherence;
 use crate::error::JitError;
-use crate::isa::IsaBackend;
+use crate::isa::{BranchKind, IsaBackend};
 
 /// A Patch thunk installed in code memory. It lives as long as its site;
 /// the stores below change it while it runs. Which store is sound when is
@@ -20,13 +20,28 @@ pub struct PatchThunk {
     backend: &'static dyn IsaBackend,
     layout: PatchLayout,
     branches: Vec<SlotBranch>,
+    miss: MissExit,
+    counting_entry: bool,
 }
 
 impl PatchThunk {
     /// Allocates, links and installs a copy of `template` in `mem` (which
     /// must be code memory for the template's ISA, i.e. the host's). Every
-    /// slot starts disabled, its branch aimed at the trap gap.
+    /// slot starts disabled, its branch aimed at the trap gap; the miss
+    /// exit falls through (nothing counted); no counting entry.
     pub fn install(mem: Arc<CodeMemory>, template: &PatchTemplate) -> Result<Self, JitError> {
+        Self::install_with(mem, template, None)
+    }
+
+    /// [`PatchThunk::install`] with a counting entry that calls
+    /// `entry_stub` (a site's entry hook stub, `IsaBackend::hook_stub`
+    /// with the target in the first argument register), if given. The stub
+    /// must stay executable as long as the thunk.
+    pub fn install_with(
+        mem: Arc<CodeMemory>,
+        template: &PatchTemplate,
+        entry_stub: Option<u64>,
+    ) -> Result<Self, JitError> {
         if mem.backend().arch() != template.arch() {
             return Err(JitError::Isa(
                 template.arch().backend().name(),
@@ -34,7 +49,7 @@ impl PatchThunk {
             ));
         }
         let writable = mem.alloc(template.alloc_len())?;
-        let (bytes, layout) = template.link(writable.address() as u64)?;
+        let (bytes, layout) = template.link_with(writable.address() as u64, entry_stub)?;
         let code = writable.finish(&bytes);
         Ok(PatchThunk {
             backend: mem.backend(),
@@ -42,6 +57,8 @@ impl PatchThunk {
             code: Some(code),
             layout,
             branches: template.branches().to_vec(),
+            miss: template.miss_exit(),
+            counting_entry: entry_stub.is_some(),
         })
     }
 
@@ -56,6 +73,66 @@ impl PatchThunk {
 
     pub fn slot_count(&self) -> usize {
         self.branches.len()
+    }
+
+    /// The counting entry (the thunk ABI, like [`PatchThunk::entry`]):
+    /// counts the call through the site's entry stub, then runs the thunk.
+    /// `None` if installed without one.
+    pub fn counting_entry(&self) -> Option<usize> {
+        self.counting_entry
+            .then(|| self.entry() + self.layout.count)
+    }
+
+    /// How the miss path goes through the miss exit.
+    pub fn miss_exit(&self) -> MissExit {
+        self.miss
+    }
+
+    /// The layout of the installed copy.
+    pub fn layout(&self) -> PatchLayout {
+        self.layout
+    }
+
+    /// Where the miss exit goes when it counts nothing: the instruction
+    /// right after it (`jmp *reg` / `br xN`, or `ret`).
+    pub fn miss_fallback(&self) -> usize {
+        self.entry() + self.layout.fallback
+    }
+
+    /// Where the miss exit goes now.
+    pub fn miss_exit_target(&self) -> usize {
+        let field = self.entry() + self.layout.exit_field;
+        let word = self.mem.load_u32(self.code(), self.layout.exit_field);
+        self.backend.decode_branch(field as u64, word) as usize
+    }
+
+    /// Aims the miss exit at `target`: one aligned 32-bit store (the rel32
+    /// of a `jmp` in an 8-byte block on x86-64, a `B` on aarch64) while
+    /// threads may be running it, then this core's cache maintenance. A
+    /// thread runs either the old or the new branch, so both must be
+    /// complete code for the rest of the miss.
+    ///
+    /// # Safety
+    /// `target` is [`PatchThunk::miss_fallback`], or a stub that continues
+    /// the miss exactly as the fallback does but for counting it: for
+    /// [`MissExit::Tail`], the site's miss stub for that register
+    /// (`IsaBackend::hook_stub` with `ArgLoc::Hw(reg)` and the tail
+    /// bridge); for [`MissExit::Call`], the site's miss hook stub (the
+    /// target at `miss_hook_target`, the returning bridge). The stub must
+    /// stay executable as long as the thunk.
+    pub unsafe fn aim_miss_exit(&self, target: usize) -> Result<(), JitError> {
+        let field = self.entry() + self.layout.exit_field;
+        let word = self
+            .backend
+            .encode_branch(BranchKind::Jump, field as u64, target as u64)?;
+        // SAFETY: the field is the exit's aligned branch word, inside this
+        // allocation; the caller guarantees both branches are correct code
+        // for any thread that runs them.
+        unsafe {
+            self.mem
+                .store_u32(self.code(), self.layout.exit_field, word)
+        };
+        Ok(())
     }
 
     /// Bytes of code (without the trap gap and the table).

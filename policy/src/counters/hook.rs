@@ -23,7 +23,7 @@
 //!
 //! x86-64 runs here; the aarch64 bridge is compiled only on aarch64 hosts.
 
-use super::local::{record_call, record_miss};
+use super::local::{record_call, record_miss, record_sampled_miss, sampling_tls_offset};
 
 /// Bridge to [`record_call`] (the counting thunk's entry hook).
 ///
@@ -58,15 +58,6 @@ macro_rules! x86_64_bridge {
             "
          lea rsp, [rsp + 16]
          ret"
-        )
-    };
-    (tail) => {
-        concat!(
-            x86_64_bridge!(body),
-            "
-         mov r11, [rsp]
-         lea rsp, [rsp + 16]
-         jmp r11"
         )
     };
     (body) => {
@@ -136,8 +127,11 @@ use x86_64_bridge;
 
 /// Bridge to [`record_miss`] for a miss that tail-jumps: after recording
 /// it jumps to the target (the frame of the thunk is already gone, so the
-/// target returns to the thunk's caller). It uses r11, which the C ABI lets
-/// any call clobber and passes nothing in, to make the jump.
+/// target returns to the thunk's caller). Only the registers that carry
+/// arguments into the target are saved (rdi, rsi, rdx, rcx, r8, r9, rax,
+/// which carries a variadic callee's vector count, and xmm0-7): everything
+/// else is dead at a call boundary. It jumps through r11, which the C ABI
+/// lets any call clobber and passes nothing in.
 ///
 /// # Safety
 /// Reached only by a jump from a miss stub, in the stub's state (see the
@@ -145,8 +139,69 @@ use x86_64_bridge;
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 pub unsafe extern "C" fn record_miss_tail_bridge() {
-    core::arch::naked_asm!(x86_64_bridge!(tail), recorder = sym record_miss)
+    core::arch::naked_asm!(x86_64_tail_bridge!(), recorder = sym record_miss)
 }
+
+/// [`record_miss_tail_bridge`] for sampling miss stubs, which reach it only
+/// for the misses their thread's countdown selects: records the sample.
+///
+/// # Safety
+/// As for [`record_miss_tail_bridge`].
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+pub unsafe extern "C" fn record_sampled_miss_tail_bridge() {
+    core::arch::naked_asm!(x86_64_tail_bridge!(), recorder = sym record_sampled_miss)
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_64_tail_bridge {
+    () => {
+        "push rbp
+         mov rbp, rsp
+         push rdi
+         push rsi
+         push rdx
+         push rcx
+         push r8
+         push r9
+         push rax
+         and rsp, -16
+         sub rsp, 128
+         movaps [rsp + 0], xmm0
+         movaps [rsp + 16], xmm1
+         movaps [rsp + 32], xmm2
+         movaps [rsp + 48], xmm3
+         movaps [rsp + 64], xmm4
+         movaps [rsp + 80], xmm5
+         movaps [rsp + 96], xmm6
+         movaps [rsp + 112], xmm7
+         mov rsi, [rbp + 8]
+         mov rdi, [rbp + 16]
+         call {recorder}
+         movaps xmm0, [rsp + 0]
+         movaps xmm1, [rsp + 16]
+         movaps xmm2, [rsp + 32]
+         movaps xmm3, [rsp + 48]
+         movaps xmm4, [rsp + 64]
+         movaps xmm5, [rsp + 80]
+         movaps xmm6, [rsp + 96]
+         movaps xmm7, [rsp + 112]
+         lea rsp, [rbp - 56]
+         pop rax
+         pop r9
+         pop r8
+         pop rcx
+         pop rdx
+         pop rsi
+         pop rdi
+         pop rbp
+         mov r11, [rsp]
+         lea rsp, [rsp + 16]
+         jmp r11"
+    };
+}
+#[cfg(target_arch = "x86_64")]
+use x86_64_tail_bridge;
 
 /// Bridge to [`record_call`] on aarch64.
 ///
@@ -281,16 +336,31 @@ pub struct Bridges {
     pub miss: u64,
     /// Counts a miss, jumps on to the target.
     pub miss_tail: u64,
+    /// Sampled misses: the offset of the thread's miss countdown from the
+    /// thread pointer, which the miss stubs decrement, and the bridge that
+    /// records a sample and jumps on to the target. `None`: every miss is
+    /// counted (aarch64, or TLS without a fixed offset).
+    pub sampled_miss_tail: Option<(i32, u64)>,
 }
 
 /// The bridges of this ISA, or `None` on an ISA without them.
 pub fn bridge_addresses() -> Option<Bridges> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
+        #[cfg(target_arch = "x86_64")]
+        let sampled_miss_tail = sampling_tls_offset()
+            .map(|off| (off, record_sampled_miss_tail_bridge as *const () as u64));
+        #[cfg(not(target_arch = "x86_64"))]
+        let sampled_miss_tail = {
+            let _ = sampling_tls_offset;
+            let _ = record_sampled_miss;
+            None
+        };
         Some(Bridges {
             entry: record_call_bridge as *const () as u64,
             miss: record_miss_bridge as *const () as u64,
             miss_tail: record_miss_tail_bridge as *const () as u64,
+            sampled_miss_tail,
         })
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -425,8 +495,8 @@ mod tests {
     }
 
     /// The tail bridge: through a stub entered with the thunk's frame gone,
-    /// it counts the miss and jumps to the target with every register as
-    /// the thunk left it but r11, which the C ABI lets a call clobber.
+    /// it counts the miss and jumps to the target with every argument
+    /// register (and rax) as the thunk left them.
     #[test]
     fn the_tail_bridge_counts_and_jumps_on_with_registers_intact() {
         let config = CounterConfig::default();
@@ -434,17 +504,8 @@ mod tests {
         site.begin_epoch(&[], config);
         let cookie = site.cookie().value();
         let target = ret_only as *const () as u64;
-        let gpr_in = [0x11_u64, 0x22, 0x33, 0x44, 0x55, 0x88, 0x99, 0xa0];
-        let [
-            mut rax,
-            mut rcx,
-            mut rdx,
-            mut rsi,
-            mut rdi,
-            mut r8,
-            mut r9,
-            mut r10,
-        ] = gpr_in;
+        let gpr_in = [0x11_u64, 0x22, 0x33, 0x44, 0x55, 0x88, 0x99];
+        let [mut rax, mut rcx, mut rdx, mut rsi, mut rdi, mut r8, mut r9] = gpr_in;
         // SAFETY: SSE2 is part of the x86-64 baseline.
         let x = |k: i64| unsafe { _mm_set_epi64x(k * 0x0303_0303 + 1, -k - 9) };
         let xmm_in: [__m128i; 8] = core::array::from_fn(|k| x(k as i64));
@@ -477,7 +538,7 @@ mod tests {
                 in("r13") target,
                 inout("rax") rax, inout("rcx") rcx, inout("rdx") rdx,
                 inout("rsi") rsi, inout("rdi") rdi, inout("r8") r8,
-                inout("r9") r9, inout("r10") r10, out("r11") _,
+                inout("r9") r9, out("r10") _, out("r11") _,
                 inout("xmm0") x0, inout("xmm1") x1, inout("xmm2") x2,
                 inout("xmm3") x3, inout("xmm4") x4, inout("xmm5") x5,
                 inout("xmm6") x6, inout("xmm7") x7,
@@ -485,7 +546,7 @@ mod tests {
                 out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
             )
         }
-        assert_eq!([rax, rcx, rdx, rsi, rdi, r8, r9, r10], gpr_in);
+        assert_eq!([rax, rcx, rdx, rsi, rdi, r8, r9], gpr_in);
         for (k, (o, i)) in [x0, x1, x2, x3, x4, x5, x6, x7]
             .iter()
             .zip(&xmm_in)

@@ -46,7 +46,9 @@ pub mod hook;
 mod local;
 mod registry;
 
-pub use local::{record_call, record_miss};
+pub use local::{
+    MISS_SAMPLE_PERIOD, record_call, record_miss, record_sampled_miss, sampling_tls_offset,
+};
 
 /// Most first-come-first-served miss candidates a thread keeps per site.
 pub const MAX_CANDIDATES: usize = 8;
@@ -123,7 +125,13 @@ impl SiteCookie {
 /// plain load and store (no read-modify-write) cannot lose counts.
 #[inline(always)]
 fn bump(counter: &AtomicU64) {
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    add(counter, 1);
+}
+
+/// Single-writer addition (see [`bump`]).
+#[inline(always)]
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// The shared, read-mostly half of a site's counters.
@@ -401,33 +409,34 @@ impl ThreadTable {
                 return;
             }
         }
-        self.on_miss(target);
+        self.on_miss(target, 1);
     }
 
-    /// A miss: the target's candidate entry, a free entry, or the catch-all.
+    /// `weight` misses to `target` (one, or a sample standing for several):
+    /// the target's candidate entry, a free entry, or the catch-all.
     #[inline]
-    fn on_miss(&self, target: u64) {
-        bump(&self.misses);
+    fn on_miss(&self, target: u64, weight: u64) {
+        add(&self.misses, weight);
         let cap = self.candidates_cap.load(Ordering::Relaxed);
         for (t, c) in self.cand_target.iter().zip(&self.cand_count).take(cap) {
             let held = t.load(Ordering::Relaxed);
             if held == target {
-                bump(c);
+                add(c, weight);
                 return;
             }
             if held == 0 {
                 // Count first: a snapshot that sees the target sees a count.
-                c.store(1, Ordering::Relaxed);
+                c.store(weight, Ordering::Relaxed);
                 t.store(target, Ordering::Release);
                 return;
             }
         }
         let limit = self.catch_all_limit.load(Ordering::Relaxed);
         if limit == 0 {
-            self.replace_minimum(target, cap);
+            self.replace_minimum(target, cap, weight);
             return;
         }
-        let n = self.catch_all.load(Ordering::Relaxed) + 1;
+        let n = self.catch_all.load(Ordering::Relaxed) + weight;
         if n > limit {
             // The seed: the candidates were unlucky or the site is
             // unpredictable; forget them and let new ones in.
@@ -444,7 +453,7 @@ impl ThreadTable {
     /// Space-saving: the least counted candidate gives its entry to
     /// `target`, which inherits its count plus one; the inherited count is
     /// the entry's possible over-estimate.
-    fn replace_minimum(&self, target: u64, cap: usize) {
+    fn replace_minimum(&self, target: u64, cap: usize, weight: u64) {
         let Some(k) = (0..cap.min(MAX_CANDIDATES))
             .min_by_key(|&k| self.cand_count[k].load(Ordering::Relaxed))
         else {
@@ -452,7 +461,7 @@ impl ThreadTable {
         };
         let min = self.cand_count[k].load(Ordering::Relaxed);
         self.cand_error[k].store(min, Ordering::Relaxed);
-        self.cand_count[k].store(min + 1, Ordering::Relaxed);
+        self.cand_count[k].store(min + weight, Ordering::Relaxed);
         self.cand_target[k].store(target, Ordering::Release);
     }
 

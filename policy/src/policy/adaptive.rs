@@ -319,3 +319,130 @@ impl Policy for Adaptive {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counts::TargetCount;
+
+    /// Counts of a profile with nothing promoted: every call a candidate.
+    fn profile(calls: &[(u64, u64)]) -> Counts {
+        let mut c = Counts::empty(0);
+        for &(target, count) in calls {
+            c.calls += count;
+            c.misses += count;
+            c.candidates.push(TargetCount { target, count });
+        }
+        c
+    }
+
+    fn decide(a: &mut Adaptive, tick: u64, installed: &Plan, c: &Counts) -> Decision {
+        a.decide(&Observation {
+            tick,
+            installed,
+            ticks_installed: 1,
+            window: c,
+            epoch: c,
+        })
+    }
+
+    #[test]
+    fn the_hot_set_keeps_targets_above_five_percent_in_frequency_order() {
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let c = profile(&[
+            (1, 3680),
+            (2, 1840),
+            (3, 1230),
+            (4, 920),
+            (5, 740),
+            (6, 610),
+        ]);
+        let d = decide(&mut a, 1, &Plan::probe(), &c);
+        assert_eq!(
+            d,
+            Decision::Install(Plan::new(vec![1, 2, 3, 4], Counting::Misses))
+        );
+        // Below 5% of all calls: not promoted, even with a free slot.
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let c = profile(&[(1, 900), (2, 60), (3, 40)]);
+        assert_eq!(
+            decide(&mut a, 1, &Plan::probe(), &c),
+            Decision::Install(Plan::new(vec![1, 2], Counting::Misses))
+        );
+    }
+
+    #[test]
+    fn too_few_calls_keep_profiling() {
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let c = profile(&[(1, 999)]);
+        assert_eq!(decide(&mut a, 1, &Plan::probe(), &c), Decision::Keep);
+    }
+
+    #[test]
+    fn megamorphic_sites_bypass_with_doubling_back_off() {
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let uniform = profile(&(1..=16).map(|t| (t, 100)).collect::<Vec<_>>());
+        let mut reprobes = Vec::new();
+        let mut tick = 1;
+        for _ in 0..4 {
+            assert_eq!(
+                decide(&mut a, tick, &Plan::probe(), &uniform),
+                Decision::Install(Plan::bypass())
+            );
+            let PolicyState::Bypass { reprobe_at } = a.state() else {
+                panic!()
+            };
+            reprobes.push(reprobe_at - tick);
+            // Nothing until the re-probe.
+            assert_eq!(
+                decide(&mut a, reprobe_at - 1, &Plan::bypass(), &Counts::default()),
+                Decision::Keep
+            );
+            assert_eq!(
+                decide(&mut a, reprobe_at, &Plan::bypass(), &Counts::default()),
+                Decision::Install(Plan::probe())
+            );
+            tick = reprobe_at + 1;
+        }
+        assert_eq!(reprobes, vec![16, 32, 64, 128]);
+    }
+
+    #[test]
+    fn a_near_equal_reordering_keeps_the_installed_order() {
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let installed = Plan::new(vec![1, 2], Counting::All);
+        let mut c = Counts::empty(2);
+        c.calls = 1000;
+        c.hits = vec![480, 520];
+        assert_eq!(
+            decide(&mut a, 1, &installed, &c),
+            Decision::Install(Plan::new(vec![1, 2], Counting::Misses)),
+            "52/48 the other way round is within the hysteresis"
+        );
+        // A clear reordering is made.
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        c.hits = vec![200, 800];
+        assert_eq!(
+            decide(&mut a, 1, &installed, &c),
+            Decision::Install(Plan::new(vec![2, 1], Counting::Misses))
+        );
+    }
+
+    #[test]
+    fn a_surge_of_misses_triggers_a_profile() {
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let c = profile(&[(1, 2000)]);
+        let Decision::Install(lean) = decide(&mut a, 1, &Plan::probe(), &c) else {
+            panic!()
+        };
+        let mut quiet = Counts::empty(1);
+        quiet.misses = 10;
+        assert_eq!(decide(&mut a, 2, &lean, &quiet), Decision::Keep);
+        let mut surge = Counts::empty(1);
+        surge.misses = 1500;
+        assert_eq!(
+            decide(&mut a, 3, &lean, &surge),
+            Decision::Install(Plan::new(vec![1], Counting::All))
+        );
+    }
+}

@@ -8,14 +8,17 @@
 //! are not counted: only the chunks of calls, including the harness loop
 //! around each call (the same for every strategy) and the pin taken per
 //! chunk. The child warms up (uncounted), makes the counted passes, and
-//! checks its results against plain calls.
+//! checks its results against plain calls. Several threads run their
+//! chunks in lock-step, with one learning step between chunks (see
+//! [`child`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hotcall::workload::{CHAIN_START, Call, STREAM_LEN, Workload, WorkloadKind};
 
-use super::strategy::{self, Build, CHUNK_LEN, Cell};
+use super::BenchArgs;
+use super::strategy::{Build, BuildOptions, CHUNK_LEN, Cell, StrategyDef};
 use crate::cli::CliResult;
 
 /// The function whose inclusive cost is counted.
@@ -35,6 +38,10 @@ pub struct Counts {
     pub instructions: f64,
     pub conditional_mispredicts: f64,
     pub indirect_mispredicts: f64,
+    /// Indirect calls and jumps executed (callgrind's `Bi`; returns are not
+    /// counted): what a retpoline-hardened build would route through the
+    /// retpoline.
+    pub indirect_branches: f64,
 }
 
 impl Counts {
@@ -67,12 +74,16 @@ pub fn check_valgrind() -> Result<String, String> {
 pub fn count_cell(
     workload: WorkloadKind,
     strategy: &str,
-    seed: u64,
-    plan: CountPlan,
+    entry: &str,
+    args: &BenchArgs,
     dir: &Path,
 ) -> Result<Counts, String> {
+    let (seed, plan) = (args.seed, args.count_plan());
     let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
-    let out_file: PathBuf = dir.join(format!("callgrind.{}.{strategy}.out", workload.name()));
+    let out_file: PathBuf = dir.join(format!(
+        "callgrind.{}.{strategy}.{entry}.out",
+        workload.name()
+    ));
     let output = Command::new("valgrind")
         .args([
             "--tool=callgrind",
@@ -92,6 +103,8 @@ pub fn count_cell(
             workload.name(),
             "--strategies",
             strategy,
+            "--entries",
+            entry,
             "--seed",
             &seed.to_string(),
             "--count-warmup-passes",
@@ -99,13 +112,14 @@ pub fn count_cell(
             "--count-passes",
             &plan.passes.to_string(),
         ])
+        .args(args.hardened.then_some("--hardened"))
         .output()
         .map_err(|e| format!("running valgrind: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
         return Err(format!(
-            "{} / {strategy} under callgrind failed ({}):\n{}",
+            "{} / {strategy} ({entry}) under callgrind failed ({}):\n{}",
             workload.name(),
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -126,6 +140,7 @@ pub fn count_cell(
         instructions: get("Ir")?,
         conditional_mispredicts: get("Bcm")?,
         indirect_mispredicts: get("Bim")?,
+        indirect_branches: get("Bi")?,
     })
 }
 
@@ -161,32 +176,69 @@ pub fn parse_totals(text: &str) -> Result<Vec<(String, u64)>, String> {
 
 /// The child: builds the cell, warms up, runs the counted passes on every
 /// thread, checks the results.
-pub fn child(workload: WorkloadKind, strategy: &str, seed: u64, plan: CountPlan) -> CliResult {
-    let def = strategy::by_name(strategy).ok_or_else(|| format!("no strategy {strategy}"))?;
+pub fn child(
+    workload: WorkloadKind,
+    def: &StrategyDef,
+    seed: u64,
+    plan: CountPlan,
+    options: BuildOptions,
+) -> CliResult {
+    let strategy = def.label();
     let Build::Ready(build) = def.build else {
         return Err(format!("strategy {strategy} is missing"));
     };
     let w = Workload::new(workload, seed);
-    let cell = build(&w)?;
+    let cell =
+        build(&w, options).map_err(|e| format!("building {} / {strategy}: {e:?}", w.name()))?;
     let cell: &dyn Cell = cell.as_ref();
+    // The threads run each chunk in lock-step, and one of them takes the
+    // learning step between chunks while the others wait: a learning cell
+    // then learns from the same calls in every run (free-running threads
+    // interleave their calls and learning steps differently under
+    // valgrind's scheduler each time, and the learned thunks, hence the
+    // counts, would differ).
+    let barrier = std::sync::Barrier::new(w.threads());
     let run_thread = |t: usize| {
-        let mut x = CHAIN_START;
-        for _ in 0..plan.warmup_passes {
-            x = super::timing::run_pass(cell, w.stream(t), x).0;
-        }
-        let mut y = CHAIN_START;
-        for _ in 0..plan.passes {
-            for chunk in w.stream(t).chunks(CHUNK_LEN) {
-                y = hotcall_bench_counted(cell, chunk, y);
-                cell.between_chunks();
+        let stream = w.stream(t);
+        let mut broken = false;
+        let mut chain = |x: u64, passes: usize, counted: bool| {
+            let mut y = x;
+            for _ in 0..passes {
+                for chunk in stream.chunks(CHUNK_LEN) {
+                    // A panic must not leave the other threads waiting at
+                    // the barrier: report it as a wrong result instead.
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        if counted {
+                            hotcall_bench_counted(cell, chunk, y)
+                        } else {
+                            cell.run(chunk, y)
+                        }
+                    });
+                    match std::panic::catch_unwind(run) {
+                        Ok(v) => y = v,
+                        Err(_) => broken = true,
+                    }
+                    barrier.wait();
+                    if t == 0 {
+                        cell.between_chunks();
+                    }
+                    barrier.wait();
+                }
             }
-        }
-        let ok = x == w.expected(t, plan.warmup_passes) && y == w.expected(t, plan.passes);
+            y
+        };
+        let x = chain(CHAIN_START, plan.warmup_passes, false);
+        let y = chain(CHAIN_START, plan.passes, true);
+        let ok =
+            !broken && x == w.expected(t, plan.warmup_passes) && y == w.expected(t, plan.passes);
         ok.then_some(()).ok_or(t)
     };
     let results: Vec<Result<(), usize>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..w.threads())
-            .map(|t| s.spawn(move || run_thread(t)))
+            .map(|t| {
+                let run_thread = &run_thread;
+                s.spawn(move || run_thread(t))
+            })
             .collect();
         handles
             .into_iter()

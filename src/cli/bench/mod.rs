@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use hotcall::Arch;
 use hotcall::workload::{PHASE_LEN, STREAM_LEN, SplitMix64, Workload, WorkloadKind};
 
 use super::CliResult;
 
 mod clock;
 mod count;
+mod isa;
 mod plot;
 mod report;
 mod stats;
@@ -24,11 +26,11 @@ mod timing;
 use clock::Clock;
 use count::CountPlan;
 use report::{CellResult, Config, Host, MissingCell, Report, StrategyInfo, WorkloadInfo};
-use strategy::{Build, CHUNK_LEN, Cell, STRATEGIES, StrategyDef};
+use strategy::{Build, BuildError, BuildOptions, CHUNK_LEN, Cell, Entry, STRATEGIES, StrategyDef};
 use timing::TimingPlan;
 
 /// The seed of the call streams unless `--seed` says otherwise.
-const DEFAULT_SEED: u64 = 0x5eed;
+pub(crate) const DEFAULT_SEED: u64 = 0x5eed;
 /// The level of the median intervals.
 const CONFIDENCE: f64 = 0.95;
 
@@ -96,9 +98,14 @@ pub struct BenchArgs {
     /// Workloads to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
-    /// Strategies to run, comma-separated (default: all).
+    /// Strategies to run, comma-separated (default: all), each with every
+    /// entry it has unless `--entries` says otherwise.
     #[arg(long, value_delimiter = ',')]
     strategies: Vec<String>,
+    /// Entries to run (pointer, static, none), comma-separated (default:
+    /// all).
+    #[arg(long, value_delimiter = ',')]
+    entries: Vec<String>,
     /// Seed of the call streams.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
@@ -107,6 +114,12 @@ pub struct BenchArgs {
     /// are in the JSON.
     #[arg(long, value_enum, default_value = "cpu")]
     clock: Clock,
+    /// Measure a retpoline-hardened host: hotcall's engines in hardened
+    /// mode (pointer entries, thunks' misses and static miss stubs through
+    /// the retpoline) and `listed`'s misses through the retpoline;
+    /// `indirect` stays a plain call.
+    #[arg(long)]
+    hardened: bool,
     /// Write the report as JSON (schema hotcall-bench/1).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -126,6 +139,12 @@ pub struct BenchArgs {
     /// Uncounted warm-up passes before them (default from the preset).
     #[arg(long)]
     count_warmup_passes: Option<usize>,
+    /// With `--count`: also the side-by-side ISA table (code bytes per
+    /// thunk, instructions executed per path, 0 to 8 slots) of the host's
+    /// ISA and this one (x86_64 or aarch64; comma-separated for several),
+    /// counted under qemu-user.
+    #[arg(long, value_name = "ISA", value_delimiter = ',', value_parser = crate::cli::disasm::parse_arch, requires = "count")]
+    arch: Vec<Arch>,
     /// Internal: run one cell as the child of `--count`.
     #[arg(long, hide = true)]
     count_cell: bool,
@@ -140,14 +159,17 @@ impl BenchArgs {
             passes: None,
             workloads: Vec::new(),
             strategies: Vec::new(),
+            entries: Vec::new(),
             seed: DEFAULT_SEED,
             clock: Clock::Cpu,
+            hardened: false,
             json: Some(dir.join("report.json")),
             plot: Some(dir.join("report.svg")),
             markdown: Some(dir.join("report.md")),
             count: false,
             count_passes: None,
             count_warmup_passes: None,
+            arch: Vec::new(),
             count_cell: false,
         }
     }
@@ -158,6 +180,12 @@ impl BenchArgs {
             warmup_rounds: self.warmup_rounds.unwrap_or(p.warmup_rounds),
             samples: self.samples.unwrap_or(p.samples),
             passes: self.passes.unwrap_or(p.passes),
+        }
+    }
+
+    fn build_options(&self) -> BuildOptions {
+        BuildOptions {
+            hardened: self.hardened,
         }
     }
 
@@ -187,25 +215,40 @@ impl BenchArgs {
             .collect()
     }
 
+    /// The rows of `table` that `--strategies` and `--entries` select, in
+    /// table order.
     fn selected_strategies(
         &self,
         table: &'static [StrategyDef],
     ) -> Result<Vec<&'static StrategyDef>, String> {
-        if self.strategies.is_empty() {
-            return Ok(table.iter().collect());
+        for n in &self.strategies {
+            if !table.iter().any(|s| s.name == n) {
+                let mut all: Vec<&str> = table.iter().map(|s| s.name).collect();
+                all.dedup();
+                return Err(format!(
+                    "unknown strategy {n:?}; the strategies are {}",
+                    all.join(", ")
+                ));
+            }
         }
-        self.strategies
+        let entries = self
+            .entries
             .iter()
             .map(|n| {
-                table.iter().find(|s| s.name == n).ok_or_else(|| {
-                    let all: Vec<&str> = table.iter().map(|s| s.name).collect();
-                    format!(
-                        "unknown strategy {n:?}; the strategies are {}",
-                        all.join(", ")
-                    )
+                Entry::from_name(n).ok_or_else(|| {
+                    format!("unknown entry {n:?}; the entries are pointer, static, none")
                 })
             })
-            .collect()
+            .collect::<Result<Vec<Entry>, String>>()?;
+        let selected: Vec<&'static StrategyDef> = table
+            .iter()
+            .filter(|s| self.strategies.is_empty() || self.strategies.iter().any(|n| n == s.name))
+            .filter(|s| entries.is_empty() || entries.contains(&s.entry))
+            .collect();
+        if selected.is_empty() {
+            return Err("no strategy has the selected entries".into());
+        }
+        Ok(selected)
     }
 }
 
@@ -244,7 +287,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
         let ([w], [s]) = (workloads.as_slice(), strategies.as_slice()) else {
             return Err("--count-cell takes one workload and one strategy".into());
         };
-        return count::child(*w, s.name, args.seed, args.count_plan());
+        return count::child(*w, s, args.seed, args.count_plan(), args.build_options());
     }
     let plan = args.timing();
     if plan.samples < 6 {
@@ -263,7 +306,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
 
     println!(
         "hotcall bench, {} preset: {} workload(s) x {} strategies, {} samples per cell of {} calls \
-         (plus {} warm-up rounds), strategies in a new random order each round; {} time",
+         (plus {} warm-up rounds), strategies in a new random order each round; {} time{}",
         args.preset.name(),
         workloads.len(),
         strategies.len(),
@@ -274,6 +317,11 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
             "thread CPU"
         } else {
             "wall"
+        },
+        if args.hardened {
+            "; HARDENED: hotcall's indirect branches and listed's misses through the retpoline"
+        } else {
+            ""
         }
     );
     let mut report = Report {
@@ -289,6 +337,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
             chunk_len: CHUNK_LEN,
             seed: args.seed,
             clock: args.clock.name(),
+            hardened: args.hardened,
             confidence: CONFIDENCE,
             count: args.count,
             count_warmup_passes: args.count_plan().warmup_passes,
@@ -307,6 +356,7 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
                 threads: k.threads(),
             })
             .collect(),
+        isa_table: None,
         strategies: strategies
             .iter()
             .map(|s| StrategyInfo {
@@ -334,9 +384,25 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
     if args.count {
         count_all(args, &mut report, &mut failures);
     }
+    if !args.arch.is_empty() {
+        let archs = isa::isas(&args.arch);
+        let names: Vec<&str> = archs.iter().map(|a| a.name()).collect();
+        eprintln!(
+            "measuring the ISA table ({}) under qemu-user",
+            names.join(", ")
+        );
+        match isa::measure(&archs) {
+            Ok(t) => report.isa_table = Some(t),
+            Err(e) => failures.push(e),
+        }
+    }
 
     println!();
     print!("{}", table::terminal(&report));
+    if let Some(t) = &report.isa_table {
+        println!();
+        print!("{}", t.markdown);
+    }
     write_outputs(args, &report)?;
 
     let wrong: Vec<String> = report
@@ -345,7 +411,9 @@ fn run_with(args: &BenchArgs, table: &'static [StrategyDef]) -> CliResult {
         .map(|r| {
             format!(
                 "{} / {} ({} samples)",
-                r.workload, r.strategy, r.wrong_samples
+                r.workload,
+                strategy::label(r.strategy, r.entry),
+                r.wrong_samples
             )
         })
         .collect();
@@ -396,20 +464,27 @@ fn measure_all(
                     entry: s.entry.name(),
                     reason: why.into(),
                 }),
-                Build::Ready(build) => match build(&w) {
-                    Ok(cell) => cells.push((s, cell)),
-                    Err(e) => {
-                        let reason = format!("failed to build: {e}");
-                        failures.push(format!("{} / {}: {reason}", kind.name(), s.name));
-                        bar.inc((plan.warmup_rounds + plan.samples) as u64);
-                        report.missing.push(MissingCell {
-                            workload: kind.name(),
-                            strategy: s.name,
-                            entry: s.entry.name(),
-                            reason,
-                        });
-                    }
-                },
+                Build::Ready(build) => {
+                    let reason = match build(&w, args.build_options()) {
+                        Ok(cell) => {
+                            cells.push((s, cell));
+                            continue;
+                        }
+                        Err(BuildError::NotApplicable(why)) => format!("not applicable: {why}"),
+                        Err(BuildError::Failed(e)) => {
+                            let reason = format!("failed to build: {e}");
+                            failures.push(format!("{} / {}: {reason}", kind.name(), s.label()));
+                            reason
+                        }
+                    };
+                    bar.inc((plan.warmup_rounds + plan.samples) as u64);
+                    report.missing.push(MissingCell {
+                        workload: kind.name(),
+                        strategy: s.name,
+                        entry: s.entry.name(),
+                        reason,
+                    });
+                }
             }
         }
         let refs: Vec<&dyn Cell> = cells.iter().map(|(_, c)| c.as_ref()).collect();
@@ -445,15 +520,16 @@ fn count_all(args: &BenchArgs, report: &mut Report, failures: &mut Vec<String>) 
         "{spinner} counting {msg:<24} [{wide_bar}] {pos}/{len} cells {elapsed}",
     );
     for r in &mut report.results {
-        bar.set_message(format!("{} / {}", r.workload, r.strategy));
+        let label = strategy::label(r.strategy, r.entry);
+        bar.set_message(format!("{} / {label}", r.workload));
         let kind = WorkloadKind::from_name(r.workload).expect("a measured workload");
-        match count::count_cell(kind, r.strategy, args.seed, args.count_plan(), &dir) {
+        match count::count_cell(kind, r.strategy, r.entry, args, &dir) {
             Ok(c) => r.set_counts(c),
             Err(e) => failures.push(format!("--count: {e}")),
         }
         bar.inc(1);
         if bar.is_hidden() {
-            eprintln!("counted {} / {}", r.workload, r.strategy);
+            eprintln!("counted {} / {label}", r.workload);
         }
     }
     bar.finish_and_clear();
@@ -555,11 +631,11 @@ mod tests {
         }
     }
 
-    fn broken(_: &Workload) -> Result<Box<dyn Cell>, String> {
+    fn broken(_: &Workload, _: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
         Ok(Box::new(Broken))
     }
 
-    fn plain(_: &Workload) -> Result<Box<dyn Cell>, String> {
+    fn plain(_: &Workload, _: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
         Ok(Box::new(Plain))
     }
 

@@ -8,10 +8,11 @@ use std::path::Path;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
-use super::report::Report;
+use super::report::{Report, StrategyInfo};
+use super::strategy::label;
 
 const PANEL_W: u32 = 760;
-const PANEL_H: u32 = 300;
+const PANEL_H: u32 = 380;
 const COLUMNS: usize = 2;
 const TITLE_H: u32 = 70;
 const LEGEND_LINE_H: u32 = 26;
@@ -31,7 +32,14 @@ const PALETTE: [RGBColor; 8] = [
 
 const MISSING_GREY: RGBColor = RGBColor(150, 150, 150);
 
-fn color(i: usize) -> RGBColor {
+/// The color of strategy row `j`: the palette in order over the strategies
+/// that exist (missing ones are grey), so up to eight measured strategies
+/// get distinct colors.
+fn color(strategies: &[StrategyInfo], j: usize) -> RGBColor {
+    let i = strategies[..j]
+        .iter()
+        .filter(|s| s.missing.is_none())
+        .count();
     PALETTE[i % PALETTE.len()]
 }
 
@@ -48,8 +56,13 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
     title
         .titled(
             &format!(
-                "hotcall bench ({} preset): ns per call, median and 95% interval; shorter is faster",
-                report.config.preset
+                "hotcall bench ({} preset{}): ns per call, median and 95% interval; shorter is faster",
+                report.config.preset,
+                if report.config.hardened {
+                    ", hardened"
+                } else {
+                    ""
+                }
             ),
             ("sans-serif", 26),
         )
@@ -97,7 +110,7 @@ fn draw_panel(
             report
                 .results
                 .iter()
-                .find(|r| r.workload == workload && r.strategy == s.name)
+                .find(|r| r.workload == workload && r.strategy == s.name && r.entry == s.entry)
         })
         .collect();
     let x_max = cells
@@ -107,23 +120,39 @@ fn draw_panel(
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max)
         .max(0.1)
-        * 1.45;
+        * 1.7;
     // Strategy j is drawn in segment n-1-j, so the table's first is on top.
     // (An i32 range is inclusive in plotters: 0..n-1 gives n segments.)
     let row = |j: usize| n - 1 - j as i32;
     let labels: Vec<String> = strategies
         .iter()
         .zip(&cells)
-        .map(|(s, c)| match c {
-            Some(_) => s.name.to_string(),
-            None => format!("{} (missing)", s.name),
+        .map(|(s, _)| label(s.name, s.entry))
+        .collect();
+    // Why a row has no bar: the strategy does not exist yet, or it has no
+    // cell for this workload (not applicable, or failed to build).
+    let absent: Vec<&str> = strategies
+        .iter()
+        .map(|s| {
+            if s.missing.is_some() {
+                return "missing: not built yet";
+            }
+            match report
+                .missing
+                .iter()
+                .find(|m| m.workload == workload && m.strategy == s.name && m.entry == s.entry)
+            {
+                Some(m) if m.is_failure() => "FAILED to build",
+                Some(_) => "n/a for this workload",
+                None => "not run",
+            }
         })
         .collect();
     let mut chart = ChartBuilder::on(area)
         .caption(format!("{workload}: {description}"), ("sans-serif", 17))
         .margin(12)
         .x_label_area_size(32)
-        .y_label_area_size(150)
+        .y_label_area_size(180)
         .build_cartesian_2d(0.0..x_max, (0..n - 1).into_segmented())?;
     chart
         .configure_mesh()
@@ -148,14 +177,14 @@ fn draw_panel(
             chart.draw_series(std::iter::once(
                 EmptyElement::at((0.0, SegmentValue::CenterOf(y)))
                     + Text::new(
-                        "not measured",
+                        absent[j],
                         (6, -7),
                         ("sans-serif", 13).into_font().color(&MISSING_GREY),
                     ),
             ))?;
             continue;
         };
-        let c = color(j);
+        let c = color(strategies, j);
         let ns = &r.ns_per_call;
         let mut bar = Rectangle::new(
             [
@@ -205,7 +234,7 @@ fn draw_legend(
         let y = LEGEND_LINE_H as i32 * (j as i32 + 1) - 8;
         let (fill, text) = match s.missing {
             None => (
-                color(j).mix(0.55).filled(),
+                color(&report.strategies, j).mix(0.55).filled(),
                 format!("{} (entry {}): {}", s.name, s.entry, s.description),
             ),
             Some(why) => (

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::clock::Clock;
 use super::count::Counts;
+use super::isa::IsaTable;
 use super::stats::{self, MedianInterval};
 use super::timing::Samples;
 
@@ -31,6 +32,9 @@ pub struct Report {
     pub missing: Vec<MissingCell>,
     pub workloads: Vec<WorkloadInfo>,
     pub strategies: Vec<StrategyInfo>,
+    /// `--count --arch`: code bytes and instructions per path of thunks
+    /// on each ISA, side by side; null otherwise.
+    pub isa_table: Option<IsaTable>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -94,6 +98,10 @@ pub struct Config {
     /// Which clock `ns_per_call` uses: `cpu` (the thread's CPU time) or
     /// `wall`.
     pub clock: &'static str,
+    /// `--hardened`: hotcall's engines hardened and `listed`'s misses
+    /// through the retpoline (a retpoline-hardened host); `indirect` is a
+    /// plain call either way.
+    pub hardened: bool,
     pub confidence: f64,
     /// Whether `--count` ran, and its passes (warm-up, counted) per thread.
     pub count: bool,
@@ -167,6 +175,10 @@ pub struct CellResult {
     pub mispredicts_per_call: Option<f64>,
     pub conditional_mispredicts_per_call: Option<f64>,
     pub indirect_mispredicts_per_call: Option<f64>,
+    /// Indirect calls and jumps executed per call (callgrind's `Bi`;
+    /// returns not counted), including the harness's one call of the cell
+    /// per chunk of 4,096 calls.
+    pub indirect_branches_per_call: Option<f64>,
     /// Every sample's result equalled plain calls'.
     pub correct: bool,
     pub wrong_samples: usize,
@@ -205,7 +217,16 @@ pub struct MissingCell {
     pub workload: &'static str,
     pub strategy: &'static str,
     pub entry: &'static str,
+    /// Starts with `not applicable: ` (the strategy cannot serve this
+    /// workload), `failed to build: ` (the run fails), or is the reason the
+    /// strategy does not exist yet.
     pub reason: String,
+}
+
+impl MissingCell {
+    pub fn is_failure(&self) -> bool {
+        self.reason.starts_with("failed to build")
+    }
 }
 
 impl CellResult {
@@ -243,6 +264,7 @@ impl CellResult {
             mispredicts_per_call: None,
             conditional_mispredicts_per_call: None,
             indirect_mispredicts_per_call: None,
+            indirect_branches_per_call: None,
             correct: samples.wrong == 0,
             wrong_samples: samples.wrong,
             detail,
@@ -275,6 +297,7 @@ impl CellResult {
         self.mispredicts_per_call = Some(c.mispredicts());
         self.conditional_mispredicts_per_call = Some(c.conditional_mispredicts);
         self.indirect_mispredicts_per_call = Some(c.indirect_mispredicts);
+        self.indirect_branches_per_call = Some(c.indirect_branches);
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::report::{CellResult, Comparison, Report};
+use super::report::{CellResult, Comparison, MissingCell, Report};
+use super::strategy::label;
 
-const COLUMNS: usize = 13;
+const COLUMNS: usize = 14;
 
 const HEADER: [&str; COLUMNS] = [
     "workload",
@@ -19,36 +20,39 @@ const HEADER: [&str; COLUMNS] = [
     "p",
     "instr/call",
     "mispred/call",
+    "indirect br/call",
     "correct",
 ];
 
 /// Columns aligned to the right (numbers).
 const NUMERIC: [bool; COLUMNS] = [
-    false, false, false, true, true, true, true, true, true, true, true, true, false,
+    false, false, false, true, true, true, true, true, true, true, true, true, true, false,
 ];
 
-/// Rows in report order: per workload, the measured cells, then the
-/// missing ones.
+/// Rows in report order: per workload, a row per strategy, measured or
+/// not. Strategies that do not exist yet get no rows (a note below the
+/// table says why); a strategy that exists but has no cell for a workload
+/// gets a row saying `n/a` or `FAILED`.
 fn rows(report: &Report) -> Vec<[String; COLUMNS]> {
     let mut rows = Vec::new();
     for w in &report.workloads {
-        for s in &report.strategies {
+        for s in report.strategies.iter().filter(|s| s.missing.is_none()) {
             if let Some(r) = report
                 .results
                 .iter()
-                .find(|r| r.workload == w.name && r.strategy == s.name)
+                .find(|r| r.workload == w.name && r.strategy == s.name && r.entry == s.entry)
             {
                 rows.push(measured_row(r));
-            } else if report
+            } else if let Some(m) = report
                 .missing
                 .iter()
-                .any(|m| m.workload == w.name && m.strategy == s.name)
+                .find(|m| m.workload == w.name && m.strategy == s.name && m.entry == s.entry)
             {
                 let mut row: [String; COLUMNS] = Default::default();
                 row[0] = w.name.into();
                 row[1] = s.name.into();
                 row[2] = s.entry.into();
-                row[3] = "missing".into();
+                row[3] = if m.is_failure() { "FAILED" } else { "n/a" }.into();
                 rows.push(row);
             }
         }
@@ -80,6 +84,8 @@ fn measured_row(r: &CellResult) -> [String; COLUMNS] {
             .map_or("-".into(), |v| format!("{v:.2}")),
         r.mispredicts_per_call
             .map_or("-".into(), |v| format!("{v:.3}")),
+        r.indirect_branches_per_call
+            .map_or("-".into(), |v| format!("{v:.3}")),
         if r.correct { "yes".into() } else { "NO".into() },
     ]
 }
@@ -105,14 +111,29 @@ pub fn p_value(p: f64) -> String {
     }
 }
 
-/// Why each missing strategy is missing, one line each.
+/// Why each missing strategy or cell is missing, one line each: a
+/// strategy that does not exist yet once, a cell that could not be built
+/// with its workload.
 fn missing_notes(report: &Report) -> Vec<String> {
     let mut notes: Vec<String> = Vec::new();
-    for m in &report.missing {
-        let note = format!("{}: {}", m.strategy, m.reason);
-        if !notes.contains(&note) {
-            notes.push(note);
+    for s in &report.strategies {
+        if let Some(why) = s.missing {
+            notes.push(format!("missing {}: {why}", label(s.name, s.entry)));
         }
+    }
+    let absent = |m: &MissingCell| {
+        report
+            .strategies
+            .iter()
+            .any(|s| s.name == m.strategy && s.entry == m.entry && s.missing.is_some())
+    };
+    for m in report.missing.iter().filter(|m| !absent(m)) {
+        notes.push(format!(
+            "{} / {}: {}",
+            m.workload,
+            label(m.strategy, m.entry),
+            m.reason
+        ));
     }
     notes
 }
@@ -151,7 +172,7 @@ pub fn terminal(report: &Report) -> String {
         out.push('\n');
     }
     for note in missing_notes(report) {
-        let _ = writeln!(out, "missing {note}");
+        let _ = writeln!(out, "{note}");
     }
     out
 }
@@ -161,7 +182,21 @@ pub fn markdown(report: &Report) -> String {
     let c = &report.config;
     let h = &report.host;
     let mut out = String::new();
-    let _ = writeln!(out, "# hotcall bench: `{}` preset\n", c.preset);
+    let _ = writeln!(
+        out,
+        "# hotcall bench: `{}` preset{}\n",
+        c.preset,
+        if c.hardened { ", hardened" } else { "" }
+    );
+    if c.hardened {
+        let _ = writeln!(
+            out,
+            "**Hardened** (`--hardened`): a retpoline-hardened host. hotcall's engines run with \
+             `EngineConfig::hardened` (pointer entries, thunks' misses and static sites' miss stubs go \
+             through the retpoline) and `listed` makes its misses through the retpoline; `indirect` is \
+             still a plain call, the unhardened reference.\n"
+        );
+    }
     let _ = writeln!(
         out,
         "Host: {} ({}), {} cores, {}, load average {} before and {} after timing. {} samples per cell after {} warm-up rounds, \
@@ -184,7 +219,8 @@ pub fn markdown(report: &Report) -> String {
          median (binomial order statistics); `vs indirect` / `vs retpoline`: \
          ratio of medians (below 1 is faster) and Welch's two-sided p; paired: median of \
          the per-round ratios (samples taken moments apart) with its 95% interval, robust \
-         to load that comes and goes. instr/call and mispred/call: callgrind \
+         to load that comes and goes. instr/call, mispred/call and indirect br/call \
+         (indirect calls and jumps executed, returns not counted): callgrind \
          (`--count`), `-` when not run.\n"
     );
     let _ = writeln!(out, "| {} |", HEADER.join(" | "));
@@ -195,6 +231,23 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "|{}|", align.join("|"));
     for row in rows(report) {
         let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    let notes = missing_notes(report);
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\nNot measured:\n");
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    if let Some(t) = &report.isa_table {
+        let _ = writeln!(out, "\n## Thunks on each ISA\n");
+        let _ = writeln!(
+            out,
+            "`--count --arch`: the thunks of the workloads' signature, with 0 to 8 slots, run under qemu-user \
+             ({}).\n",
+            t.method
+        );
+        out.push_str(&t.markdown);
     }
     let _ = writeln!(out, "\n## Workloads\n");
     for w in &report.workloads {
@@ -213,7 +266,13 @@ pub fn markdown(report: &Report) -> String {
     }
     let _ = writeln!(out, "\n## What each cell built\n");
     for r in &report.results {
-        let _ = writeln!(out, "- {} / {}: {}", r.workload, r.strategy, r.detail);
+        let _ = writeln!(
+            out,
+            "- {} / {}: {}",
+            r.workload,
+            label(r.strategy, r.entry),
+            r.detail
+        );
     }
     out
 }

@@ -105,7 +105,15 @@ impl IsaBackend for Aarch64 {
         &BRK_POISON_BYTES
     }
 
-    fn hook_stub(&self, cookie: u32, bridge: u64, place: u64, target: ArgLoc) -> Vec<u8> {
+    fn hook_stub(
+        &self,
+        cookie: u32,
+        bridge: u64,
+        place: u64,
+        target: ArgLoc,
+        _sample: Option<i32>,
+    ) -> Vec<u8> {
+        // No sampling on aarch64: every miss goes to the bridge.
         const STP_X16_X17_PRE: u32 = 0xa9bf_47f0; // stp x16, x17, [sp, #-16]!
         const MOVZ_X16: u32 = 0xd280_0010; // movz x16, #imm16
         const MOVK_X16_16: u32 = 0xf2a0_0010; // movk x16, #imm16, lsl #16

@@ -115,3 +115,45 @@ pub const MISS_TRAMPOLINE_LOADS: [u32; 9] = [
     0xaa07_03f0, // mov x16, x7
     0xf940_03f0, // ldr x16, [sp]
 ];
+
+/// `stp x29, x30, [sp, #-16]!`
+const STP_FP_LR_PRE: u32 = 0xa9bf_7bfd;
+/// `ldp x29, x30, [sp], #16`
+const LDP_FP_LR_POST: u32 = 0xa8c1_7bfd;
+/// `ret`
+pub const RET: u32 = 0xd65f_03c0;
+/// `br x0` (the register in bits 5-9).
+pub const BR: u32 = 0xd61f_0000;
+
+/// Bytes of [`count_block`].
+pub const COUNT_BLOCK_LEN: usize = 16;
+
+/// A Patch thunk's counting entry, placed at `place` after the thunk's
+/// code: `stp x29, x30, [sp, #-16]!; bl <entry_stub>; ldp x29, x30, [sp],
+/// #16; b <body>` (the frame record is saved around the `bl`, which
+/// overwrites the link register; the stub and the recording bridge
+/// preserve everything else). Never patched.
+pub fn count_block(place: u64, entry_stub: u64, body: u64) -> Result<Vec<u8>, JitError> {
+    let words = [
+        STP_FP_LR_PRE,
+        branch(BL, place + 4, entry_stub)?,
+        LDP_FP_LR_POST,
+        branch(B, place + 12, body)?,
+    ];
+    Ok(words.iter().flat_map(|w| w.to_le_bytes()).collect())
+}
+
+/// The miss path reaches a Patch thunk's miss exit at the `B` itself, the
+/// first word of its 8-byte aligned block.
+pub const MISS_EXIT_JUMP_OFFSET: u64 = 0;
+
+/// The instruction after the miss exit's `B`, which a `b +4` falls through
+/// to: `br xN` for a tail-jumping miss, `ret` for a miss path that calls
+/// the exit (`bl`).
+pub fn miss_exit_fallback(tail_reg: Option<u8>) -> Vec<u8> {
+    let word = match tail_reg {
+        Some(r) => BR | u32::from(r) << 5,
+        None => RET,
+    };
+    word.to_le_bytes().to_vec()
+}

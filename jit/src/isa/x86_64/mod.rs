@@ -89,13 +89,33 @@ impl IsaBackend for X86_64 {
         &[0xCC] // int3
     }
 
-    fn hook_stub(&self, cookie: u32, bridge: u64, place: u64, target: ArgLoc) -> Vec<u8> {
+    fn hook_stub(
+        &self,
+        cookie: u32,
+        bridge: u64,
+        place: u64,
+        target: ArgLoc,
+        sample: Option<i32>,
+    ) -> Vec<u8> {
         // push imm32 sign-extends: cookies stay below 2^31.
         assert!(
             cookie < 1 << 31,
             "hook cookie {cookie:#x} does not fit push imm32"
         );
-        let mut code = vec![0x68];
+        let mut code = Vec::new();
+        if let (Some(offset), ArgLoc::Hw(r)) = (sample, target) {
+            // dec qword ptr fs:[offset]; jz record; jmp *reg; record:
+            code.extend_from_slice(&[0x64, 0x48, 0xff, 0x0c, 0x25]);
+            code.extend_from_slice(&offset.to_le_bytes());
+            let jmp_reg: &[u8] = if r >= 8 {
+                &[0x41, 0xff, 0xe0 | (r & 7)]
+            } else {
+                &[0xff, 0xe0 | r]
+            };
+            code.extend_from_slice(&[0x74, jmp_reg.len() as u8]);
+            code.extend_from_slice(jmp_reg);
+        }
+        code.push(0x68);
         code.extend_from_slice(&cookie.to_le_bytes());
         match target {
             ArgLoc::Reg(_) | ArgLoc::Hw(_) => {
@@ -125,6 +145,7 @@ impl IsaBackend for X86_64 {
             }
         }
         let next = place.wrapping_add(code.len() as u64 + 5) as i64;
+        // (code.len() already counts any sampling prefix.)
         match i32::try_from((bridge as i64).wrapping_sub(next)) {
             Ok(rel) => {
                 code.push(0xe9); // jmp rel32

@@ -87,3 +87,39 @@ pub const MISS_TRAMPOLINE_LOADS: [&[u8]; 9] = [
     &[0x4c, 0x8b, 0x5c, 0x24, 0x10], // mov 0x10(%rsp), %r11
     &[0x4c, 0x8b, 0x5c, 0x24, 0x18], // mov 0x18(%rsp), %r11
 ];
+
+/// Bytes of [`count_block`].
+pub const COUNT_BLOCK_LEN: usize = 10;
+
+/// A Patch thunk's counting entry, placed at `place` after the thunk's
+/// code: `call rel32 <entry_stub>; jmp rel32 <body>`. The call leaves every
+/// register and the stack as the caller left them (the stub and the
+/// recording bridge preserve everything), then the jump runs the thunk
+/// itself. Never patched: calls reach it only while the site counts every
+/// call (see `crate::patch`).
+pub fn count_block(place: u64, entry_stub: u64, body: u64) -> Result<Vec<u8>, JitError> {
+    let mut code = vec![CALL_REL32];
+    code.extend_from_slice(&rel32(place + 1, entry_stub)?.to_le_bytes());
+    code.push(JMP_REL32);
+    code.extend_from_slice(&rel32(place + 6, body)?.to_le_bytes());
+    Ok(code)
+}
+
+/// A Patch thunk's miss exit has the static stub's layout ([`STUB_PREFIX`]
+/// at an 8-byte aligned block, the rel32 field 4-byte aligned at
+/// [`STUB_FIELD_OFFSET`]), so that one aligned store retargets it while
+/// threads run it. The miss path jumps (or calls) straight to the `jmp`,
+/// past the `nop`: this is its offset in the block.
+pub const MISS_EXIT_JUMP_OFFSET: u64 = 3;
+
+/// The instruction after the miss exit's `jmp`, which a zero displacement
+/// falls through to: `jmp *reg` for a tail-jumping miss (hardware register
+/// number `reg`, not rsp or rbp), `ret` for a miss path that calls the
+/// exit.
+pub fn miss_exit_fallback(tail_reg: Option<u8>) -> Vec<u8> {
+    match tail_reg {
+        Some(r) if r >= 8 => vec![0x41, 0xff, 0xe0 | (r & 7)],
+        Some(r) => vec![0xff, 0xe0 | r],
+        None => vec![0xc3],
+    }
+}

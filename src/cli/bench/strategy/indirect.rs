@@ -2,7 +2,7 @@
 
 use hotcall::workload::{Call, Workload, run_plain};
 
-use super::Cell;
+use super::{BuildError, BuildOptions, Cell};
 
 struct Indirect;
 
@@ -17,6 +17,6 @@ impl Cell for Indirect {
     }
 }
 
-pub fn build(_: &Workload) -> Result<Box<dyn Cell>, String> {
+pub fn build(_: &Workload, _: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
     Ok(Box::new(Indirect))
 }

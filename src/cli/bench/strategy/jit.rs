@@ -8,16 +8,12 @@
 //! is reported as `learning_ns_per_call`.
 
 use hotcall::workload::{Callback, Workload};
-use hotcall::{Engine, EngineConfig};
 
-use super::Cell;
-use super::sites::SitesCell;
+use super::sites::{SitesCell, manual_engine};
+use super::{BuildError, BuildOptions, Cell};
 
-pub fn build(w: &Workload) -> Result<Box<dyn Cell>, String> {
-    let engine = Engine::with_config(EngineConfig::manual());
-    if let Some(e) = engine.stats().disabled {
-        return Err(format!("code generation is off: {e}"));
-    }
+pub fn build(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
+    let engine = manual_engine(o)?;
     let sites = (0..w.site_count())
         .map(|i| engine.named_site::<Callback>(format!("{}#{i}", w.name())))
         .collect();

@@ -1,16 +1,28 @@
 //! The dispatch strategies `hotcall bench` compares, as one table.
 //!
+//! A row of the table is a strategy (its contract name) with the entry
+//! callers use to reach it; one name may have several entries (`jit-fixed`
+//! through a function pointer and through a static stub), and a cell is
+//! (workload, strategy, entry).
+//!
 //! Adding a strategy: write a module with a `build` function and put one
 //! entry in [`STRATEGIES`]. A strategy whose implementation does not exist
 //! yet stays in the table as [`Build::Missing`] with the reason, and every
-//! output reports it as missing.
+//! output reports it as missing; a strategy that exists but cannot serve one
+//! workload says so from `build` ([`BuildError::NotApplicable`]).
 
 use hotcall::workload::{Call, Workload};
 
 mod indirect;
 mod jit;
 mod jit_fixed;
+mod listed;
+mod listed_targets;
+mod patch;
+mod patch_fixed;
+mod retpoline;
 mod sites;
+mod static_sites;
 
 /// How callers reach a strategy's dispatch code (part of the output
 /// contract).
@@ -25,6 +37,12 @@ pub enum Entry {
 }
 
 impl Entry {
+    pub const ALL: [Entry; 3] = [Entry::Pointer, Entry::Static, Entry::None];
+
+    pub fn from_name(name: &str) -> Option<Entry> {
+        Entry::ALL.into_iter().find(|e| e.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Entry::Pointer => "pointer",
@@ -61,8 +79,41 @@ pub trait Cell: Sync {
 /// Calls per chunk; see [`Cell::run`].
 pub const CHUNK_LEN: usize = 4096;
 
+/// Why a strategy has no cell for a workload.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The strategy cannot serve this workload (or these options); the
+    /// reason is reported with the missing cell, and the run goes on.
+    NotApplicable(String),
+    /// It should have been built and was not: the run fails.
+    Failed(String),
+}
+
+impl From<String> for BuildError {
+    fn from(e: String) -> Self {
+        BuildError::Failed(e)
+    }
+}
+
+impl From<hotcall::Error> for BuildError {
+    fn from(e: hotcall::Error) -> Self {
+        BuildError::Failed(e.to_string())
+    }
+}
+
+/// What every cell of a run is built with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// A retpoline-hardened host (`--hardened`): hotcall's engines run
+    /// with `EngineConfig::hardened` (pointer entries, thunks' misses and
+    /// static sites' miss stubs go through the retpoline) and `listed`
+    /// makes its misses through the retpoline. `indirect` stays a plain
+    /// call, the unhardened reference.
+    pub hardened: bool,
+}
+
 /// Builds a cell, or says why it could not.
-pub type BuildFn = fn(&Workload) -> Result<Box<dyn Cell>, String>;
+pub type BuildFn = fn(&Workload, BuildOptions) -> Result<Box<dyn Cell>, BuildError>;
 
 pub enum Build {
     Ready(BuildFn),
@@ -82,6 +133,21 @@ impl StrategyDef {
     pub fn is_ready(&self) -> bool {
         matches!(self.build, Build::Ready(_))
     }
+
+    /// The name, with the entry where it is one of hotcall's: what plots
+    /// and progress messages show.
+    pub fn label(&self) -> String {
+        label(self.name, self.entry.name())
+    }
+}
+
+/// [`StrategyDef::label`] from the names in a report.
+pub fn label(name: &str, entry: &str) -> String {
+    if entry == Entry::None.name() {
+        name.to_string()
+    } else {
+        format!("{name} ({entry})")
+    }
 }
 
 /// Every strategy, in report order. The ratios' baselines are `indirect`
@@ -96,14 +162,14 @@ pub static STRATEGIES: &[StrategyDef] = &[
     StrategyDef {
         name: "retpoline",
         entry: Entry::None,
-        description: "an indirect call through a retpoline (Spectre v2 hardening)",
-        build: Build::Missing("not built yet (the retpoline baseline is issue 4)"),
+        description: "an indirect call through a retpoline (Spectre v2 hardening): a direct call to hotcall's retpoline with the callee in r11",
+        build: Build::Ready(retpoline::build),
     },
     StrategyDef {
         name: "listed",
         entry: Entry::None,
-        description: "a compiled compare chain over the workload's true hot targets (INDIRECT_CALL_N)",
-        build: Build::Missing("not built yet (the listed baseline is issue 4)"),
+        description: "the compare chain of listed_call! over the workload's true hot targets, compiled in (INDIRECT_CALL_N): compares and direct calls (asm call rel32) inline",
+        build: Build::Ready(listed::build),
     },
     StrategyDef {
         name: "jit",
@@ -112,10 +178,24 @@ pub static STRATEGIES: &[StrategyDef] = &[
         build: Build::Ready(jit::build),
     },
     StrategyDef {
+        name: "jit",
+        entry: Entry::Static,
+        description: "a static_site! stub aimed at a learning site's thunk",
+        build: Build::Missing(
+            "static sites do not learn: StaticSite has no counters or policy (the engine's learning drives Site only)",
+        ),
+    },
+    StrategyDef {
+        name: "patch",
+        entry: Entry::Pointer,
+        description: "a Patch site (4 slots) per workload site, learning with the default policy; one Engine::tick every 4,096 calls",
+        build: Build::Ready(patch::build),
+    },
+    StrategyDef {
         name: "patch",
         entry: Entry::Static,
-        description: "a static_site! direct-call entry patched to the learned thunk",
-        build: Build::Missing("not built yet (static_site! and patching are issue 4)"),
+        description: "a static_site! stub aimed at a learning Patch site's thunk (4 slots); one Engine::tick every 4,096 calls",
+        build: Build::Ready(static_sites::build_patch),
     },
     StrategyDef {
         name: "jit-fixed",
@@ -123,9 +203,22 @@ pub static STRATEGIES: &[StrategyDef] = &[
         description: "a site per workload site, promoted once by hand with its true hot targets (no learning)",
         build: Build::Ready(jit_fixed::build),
     },
+    StrategyDef {
+        name: "jit-fixed",
+        entry: Entry::Static,
+        description: "a static_site! stub aimed at a JIT thunk of the true hot targets, promoted once by hand",
+        build: Build::Ready(static_sites::build_jit_fixed),
+    },
+    StrategyDef {
+        name: "patch-fixed",
+        entry: Entry::Pointer,
+        description: "a Patch site per workload site, retargeted once by hand to its true hot targets",
+        build: Build::Ready(patch_fixed::build),
+    },
+    StrategyDef {
+        name: "patch-fixed",
+        entry: Entry::Static,
+        description: "a static_site! stub aimed at a Patch thunk retargeted once by hand to the true hot targets",
+        build: Build::Ready(static_sites::build_patch_fixed),
+    },
 ];
-
-/// Looks a strategy up by its contract name.
-pub fn by_name(name: &str) -> Option<&'static StrategyDef> {
-    STRATEGIES.iter().find(|s| s.name == name)
-}

@@ -1,0 +1,87 @@
+//! Interleaved timing for the benches' summaries: every round runs every
+//! variant once, in a new pseudo-random order, so machine drift (other
+//! load, frequency) hits all variants alike; each variant's median round
+//! is reported. Ratios of these medians are the numbers to quote.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+/// A variant: makes `calls` dependent calls and returns the last result.
+pub type Run<'a> = Box<dyn Fn(u64) -> u64 + 'a>;
+
+/// Which clock times a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // each bench uses the clocks it needs
+pub enum Clock {
+    /// Elapsed time.
+    Wall,
+    /// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): time the
+    /// thread spends descheduled (other load on this shared machine) does
+    /// not count.
+    ThreadCpu,
+}
+
+impl Clock {
+    fn now_ns(self) -> f64 {
+        match self {
+            Clock::Wall => {
+                static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+                START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e9
+            }
+            Clock::ThreadCpu => {
+                let mut ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: `ts` is a valid, writable timespec, and
+                // CLOCK_THREAD_CPUTIME_ID exists on every Linux.
+                let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+                assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+                ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+            }
+        }
+    }
+}
+
+/// The median ns per call of each variant over `rounds` rounds of `reps`
+/// runs of `calls` calls, after one unrecorded warm-up round, by wall time.
+pub fn medians(variants: &[(&str, Run<'_>)], rounds: usize, calls: u64, reps: u64) -> Vec<f64> {
+    medians_by(Clock::Wall, variants, rounds, calls, reps)
+}
+
+/// [`medians`] by `clock`.
+pub fn medians_by(
+    clock: Clock,
+    variants: &[(&str, Run<'_>)],
+    rounds: usize,
+    calls: u64,
+    reps: u64,
+) -> Vec<f64> {
+    let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); variants.len()];
+    let mut order: Vec<usize> = (0..variants.len()).collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for (_, run) in variants {
+        black_box(run(calls));
+    }
+    for _ in 0..rounds {
+        for i in (1..order.len()).rev() {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        for &i in &order {
+            let start = clock.now_ns();
+            for _ in 0..reps {
+                black_box(variants[i].1(black_box(calls)));
+            }
+            ns[i].push((clock.now_ns() - start) / (calls * reps) as f64);
+        }
+    }
+    ns.into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect()
+}

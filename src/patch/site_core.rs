@@ -1,0 +1,617 @@
+//! The type-independent part of a Patch site: the thunk, the retarget
+//! protocol, counting, and learning (the scheduler drives it as it drives
+//! JIT sites).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hotcall_jit::patch::{MissExit, PatchThunk};
+use hotcall_jit::{JitError, ThunkCompiler, ThunkSig};
+use hotcall_policy::{
+    CounterConfig, Counting, Learner, Learning, Plan, PolicyConfig, SiteCounters, Step,
+};
+
+use super::fit::{Fitted, Reach};
+use super::stats::{PatchSiteStats, PatchSlotStats, RetargetReport};
+use crate::engine::{EngineShared, HookStubs};
+use crate::error::Error;
+use crate::site::{CandidateStats, SiteOptions};
+use crate::symbols;
+
+/// A grace period in progress: set by an epoch-deferred closure once every
+/// thread pinned when it was started has unpinned.
+type Grace = Arc<AtomicBool>;
+
+/// The slots, what the thunk counts, and the site's statistics.
+struct SiteState {
+    /// The target each slot should promote.
+    wanted: Vec<Option<usize>>,
+    /// What each slot's table word holds (`None`: `DISABLED`).
+    enabled: Vec<Option<usize>>,
+    /// Where each slot's branch goes (`None`: the trap gap). Updated only
+    /// after the cores were serialized, so `enabled[k] == Some(t)` implies
+    /// `branch[k] == Some(t)`.
+    branch: Vec<Option<usize>>,
+    /// For each slot waiting to be patched, the grace period that started
+    /// after it was disabled. A slot retargeted again while it waits keeps
+    /// its grace period (it has been disabled since before it started), so
+    /// frequent retargets cannot starve completions.
+    grace: Vec<Option<Grace>>,
+    /// What the thunk counts now, and whether it is bypassed.
+    counting: Counting,
+    bypass: bool,
+    /// The counter settings of the current policy (a completion starts a
+    /// new counting epoch with them).
+    counter_config: CounterConfig,
+    /// The branch word of a static entry stub that goes to this site (its
+    /// current entry), if one is attached.
+    static_stub: Option<usize>,
+    /// The policy is the `Fixed` one a retarget by hand installed: the next
+    /// retarget by hand installs its plan without building a new policy
+    /// (a `Fixed` policy only ever keeps what was installed).
+    by_hand: bool,
+    retargets: u64,
+    patches: u64,
+    completions: u64,
+    serialized: bool,
+}
+
+/// Everything behind the site's lock. Retargets, learning steps and
+/// completions take it; calls never do.
+struct Inner {
+    learner: Learner,
+    site: SiteState,
+}
+
+pub(crate) struct PatchCore {
+    /// Where calls go: the thunk, its counting entry, or 0 (bypass: a plain
+    /// indirect call). The only word the call path reads.
+    pub(super) entry: AtomicUsize,
+    thunk: Option<PatchThunk>,
+    stubs: Option<HookStubs>,
+    sig: ThunkSig,
+    name: Option<String>,
+    engine: Arc<EngineShared>,
+    counters: Arc<SiteCounters>,
+    reach: Reach,
+    inner: Mutex<Inner>,
+}
+
+impl PatchCore {
+    /// A site with a thunk of `slots` slots whose counting entry calls the
+    /// site's entry stub, learning with `options`' policy (or the
+    /// engine's), registered with the engine's scheduler.
+    pub(super) fn new(
+        engine: Arc<EngineShared>,
+        sig: ThunkSig,
+        slots: usize,
+        options: SiteOptions,
+    ) -> Result<Arc<Self>, Error> {
+        let memory = engine
+            .memory()
+            .cloned()
+            .ok_or_else(|| Error::EngineDisabled(JitError::Map("no code memory".into())))?;
+        // aarch64 must serialize cores before enabling a patched slot;
+        // without membarrier there is no way to, so no Patch sites there.
+        if cfg!(target_arch = "aarch64") && !hotcall_jit::coherence::sync_core_available() {
+            return Err(JitError::Isa(
+                "aarch64",
+                "the Patch strategy needs membarrier(SYNC_CORE), which this kernel refuses".into(),
+            )
+            .into());
+        }
+        let template = super::template(&sig, slots, engine.hardened)?;
+        let config = options.policy.unwrap_or_else(|| engine.policy.clone());
+        // The first install starts the counting epoch with the policy's
+        // settings.
+        let counters = SiteCounters::new(CounterConfig::default());
+        let backend = memory.backend();
+        let built = engine
+            .hook_stubs(counters.cookie().value(), &sig)
+            .and_then(|stubs| {
+                match PatchThunk::install_with(memory, &template, Some(stubs.entry)) {
+                    Ok(thunk) => Ok((stubs, thunk)),
+                    Err(e) => {
+                        // Never reachable: no thread can be in the stubs.
+                        engine.retire_code(stubs.code);
+                        Err(e.into())
+                    }
+                }
+            });
+        let (stubs, thunk) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                counters.retire();
+                return Err(e);
+            }
+        };
+        let reach = Reach::new(
+            backend,
+            (0..thunk.slot_count())
+                .map(|k| (thunk.branches()[k].kind, thunk.branch_address(k) as u64))
+                .collect(),
+        );
+        let tick = engine.scheduler.current_tick();
+        let policy = Fitted::build(&config, slots, reach.clone());
+        let counter_config = policy.counter_config();
+        let (learner, first) = Learner::new(policy, tick);
+        let core = Arc::new(PatchCore {
+            entry: AtomicUsize::new(thunk.entry()),
+            thunk: Some(thunk),
+            stubs: Some(stubs),
+            sig,
+            name: options.name,
+            engine,
+            counters,
+            reach,
+            inner: Mutex::new(Inner {
+                learner,
+                site: SiteState {
+                    wanted: vec![None; slots],
+                    enabled: vec![None; slots],
+                    branch: vec![None; slots],
+                    grace: vec![None; slots],
+                    counting: Counting::None,
+                    bypass: false,
+                    counter_config,
+                    static_stub: None,
+                    by_hand: false,
+                    retargets: 0,
+                    patches: 0,
+                    completions: 0,
+                    serialized: false,
+                },
+            }),
+        });
+        {
+            let mut inner = core.lock();
+            let Inner { learner, site } = &mut *inner;
+            learner.install(first, tick, &core.counters, &mut |p: &Plan| {
+                core.install(site, p).map(|_| false)
+            });
+        }
+        let weak = Arc::downgrade(&core);
+        core.engine.scheduler.register(weak);
+        Ok(core)
+    }
+
+    pub(super) fn thunk(&self) -> &PatchThunk {
+        self.thunk.as_ref().expect("installed until dropped")
+    }
+
+    pub(super) fn sig(&self) -> &ThunkSig {
+        &self.sig
+    }
+
+    pub(super) fn hardened(&self) -> bool {
+        self.engine.hardened
+    }
+
+    fn stubs(&self) -> &HookStubs {
+        self.stubs.as_ref().expect("installed until dropped")
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Updates are a few stores each; a panic cannot tear them.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a hand-made target list: at most the slot count, no null or
+    /// repeated target, every target in direct-branch reach of every slot.
+    fn check(&self, targets: &[usize]) -> Result<(), Error> {
+        let thunk = self.thunk();
+        if targets.len() > thunk.slot_count() {
+            return Err(JitError::TooManySlots {
+                requested: targets.len(),
+                max: thunk.slot_count(),
+            }
+            .into());
+        }
+        let as_u64: Vec<u64> = targets.iter().map(|&t| t as u64).collect();
+        ThunkCompiler::check_targets(&as_u64)?;
+        for &t in targets {
+            for k in 0..thunk.slot_count() {
+                thunk.check_reach(k, t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Promotes `targets` by hand: the site's policy becomes
+    /// [`PolicyConfig::Fixed`] (it stops learning), then the retarget
+    /// protocol runs (see the module docs of `crate::patch`).
+    pub(super) fn retarget_by_hand(&self, targets: &[usize]) -> Result<RetargetReport, Error> {
+        self.check(targets)?;
+        let tick = self.engine.scheduler.current_tick();
+        let mut inner = self.lock();
+        let Inner { learner, site } = &mut *inner;
+        let as_u64: Vec<u64> = targets.iter().map(|&t| t as u64).collect();
+        let plan = if site.by_hand {
+            Plan::new(as_u64, Counting::None)
+        } else {
+            let plan = self.replace_policy(learner, site, &PolicyConfig::Fixed(as_u64), tick);
+            site.by_hand = true;
+            plan
+        };
+        let mut result = Ok(RetargetReport::default());
+        learner.install(plan, tick, &self.counters, &mut |p: &Plan| {
+            result = self.apply(site, p);
+            if let Err(e) = &result {
+                // Checked above, so this does not happen; if it did, the
+                // learner's contract holds: a failed install is a bypass.
+                self.bypass(site);
+                return Err(e.to_string());
+            }
+            Ok(false)
+        });
+        result
+    }
+
+    /// Gives the site a new policy, which starts from its initial plan now.
+    pub(super) fn set_policy(&self, policy: PolicyConfig) {
+        let tick = self.engine.scheduler.current_tick();
+        let mut inner = self.lock();
+        let Inner { learner, site } = &mut *inner;
+        let plan = self.replace_policy(learner, site, &policy, tick);
+        learner.install(plan, tick, &self.counters, &mut |p: &Plan| {
+            self.install(site, p).map(|_| false)
+        });
+    }
+
+    /// Gives the learner `config`, fitted to this thunk; returns its first
+    /// plan.
+    fn replace_policy(
+        &self,
+        learner: &mut Learner,
+        site: &mut SiteState,
+        config: &PolicyConfig,
+        tick: u64,
+    ) -> Plan {
+        let policy = Fitted::build(config, site.wanted.len(), self.reach.clone());
+        site.counter_config = policy.counter_config();
+        site.by_hand = false;
+        learner.replace_policy(policy, tick)
+    }
+
+    /// A learner's installer: [`PatchCore::apply`], and if the plan cannot
+    /// be applied (the policy is fitted to the thunk, so it should not
+    /// happen), a bypass, as the learner expects of a failed install.
+    fn install(&self, site: &mut SiteState, plan: &Plan) -> Result<RetargetReport, String> {
+        self.apply(site, plan).map_err(|e| {
+            self.bypass(site);
+            e.to_string()
+        })
+    }
+
+    /// Sends calls around the thunk (a plain indirect call) with every slot
+    /// disabled and nothing counted.
+    fn bypass(&self, site: &mut SiteState) -> RetargetReport {
+        let report = self.retarget_locked(site, &[]);
+        self.set_counting(site, Counting::None, true);
+        report
+    }
+
+    /// Makes `plan` what the site runs: retargets the slots (a bypass
+    /// disables them all) and sets what the thunk counts and where calls
+    /// enter. An invalid plan changes nothing.
+    fn apply(&self, site: &mut SiteState, plan: &Plan) -> Result<RetargetReport, Error> {
+        if plan.is_bypass() {
+            return Ok(self.bypass(site));
+        }
+        let targets: Vec<usize> = plan.targets.iter().map(|&t| t as usize).collect();
+        self.check(&targets)?;
+        let report = self.retarget_locked(site, &targets);
+        self.set_counting(site, plan.counting, false);
+        Ok(report)
+    }
+
+    /// Aims the miss exit and the entry for `counting` (`bypass`: no entry
+    /// at all). Counting every call is the counting entry (the thunk's own
+    /// code does not change); counting misses is the miss exit aimed at
+    /// the site's miss stub. Both are single stores of words that threads
+    /// may be running, to destinations that are all correct (see
+    /// `hotcall_jit::patch`).
+    fn set_counting(&self, site: &mut SiteState, counting: Counting, bypass: bool) {
+        let thunk = self.thunk();
+        let stubs = self.stubs();
+        let exit = if counting == Counting::Misses && !bypass {
+            match thunk.miss_exit() {
+                MissExit::Tail { reg } => stubs.miss_tail[usize::from(reg)] as usize,
+                MissExit::Call => stubs.miss as usize,
+            }
+        } else {
+            thunk.miss_fallback()
+        };
+        debug_assert_ne!(exit, 0, "a tail miss exit's register has a miss stub");
+        if thunk.miss_exit_target() != exit {
+            // SAFETY: `exit` is the fallback or the site's miss stub of the
+            // kind this thunk's miss exit needs (the tail stub for its
+            // register, or the returning miss hook stub); the stubs live as
+            // long as the thunk (both are freed when the site is dropped,
+            // the stubs last).
+            unsafe { thunk.aim_miss_exit(exit) }
+                .expect("the stubs and the fallback are in reach of the thunk");
+        }
+        let entry = if bypass {
+            0
+        } else if counting == Counting::All {
+            thunk
+                .counting_entry()
+                .expect("installed with a counting entry")
+        } else {
+            thunk.entry()
+        };
+        self.publish_entry(site, entry);
+        site.counting = if bypass { Counting::None } else { counting };
+        site.bypass = bypass;
+    }
+
+    /// Sends callers to `entry` (0: a plain indirect call): the site's entry
+    /// word, and the attached static stub's branch.
+    fn publish_entry(&self, site: &SiteState, entry: usize) {
+        // Release: pairs with the call path's Acquire (the thunk's bytes
+        // were written long before, at creation).
+        self.entry.store(entry, Ordering::Release);
+        if let Some(field) = site.static_stub {
+            let to = if entry == 0 {
+                crate::static_entry::miss_stub(self.engine.hardened)
+            } else {
+                entry
+            };
+            crate::static_site::aim_stub_field(field, to)
+                .expect("the stub reached the thunk when it was attached");
+        }
+    }
+
+    /// Attaches a static entry stub (its branch word at `field`): from now
+    /// on it goes where the site's calls go.
+    pub(super) fn attach_static_stub(&self, field: usize) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let site = &mut inner.site;
+        let thunk = self.thunk();
+        // Check every destination the stub may get before aiming it at any.
+        for to in [
+            Some(thunk.entry()),
+            thunk.counting_entry(),
+            Some(crate::static_entry::miss_stub(self.engine.hardened)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::static_site::check_stub_reach(field, to)?;
+        }
+        site.static_stub = Some(field);
+        let entry = self.entry.load(Ordering::Relaxed);
+        self.publish_entry(site, entry);
+        Ok(())
+    }
+
+    /// Detaches the static stub: the site no longer writes it.
+    pub(super) fn detach_static_stub(&self) {
+        self.lock().site.static_stub = None;
+    }
+
+    /// The retarget protocol's first half (see `crate::patch`): disables
+    /// changed slots, enables at once those whose branch already goes to
+    /// their target, starts a grace period for the others. Never blocks.
+    fn retarget_locked(&self, site: &mut SiteState, targets: &[usize]) -> RetargetReport {
+        let thunk = self.thunk();
+        // A completion here belongs to the previous plan; the learner has
+        // just started this plan's counting epoch.
+        let completed_previous = self.complete_if_ready(site);
+        let mut report = RetargetReport {
+            completed_previous,
+            ..Default::default()
+        };
+        let wanted: Vec<Option<usize>> = (0..thunk.slot_count())
+            .map(|k| targets.get(k).copied())
+            .collect();
+        if wanted == site.wanted {
+            // Nothing new; slots still waiting keep waiting.
+            return report;
+        }
+        site.retargets += 1;
+        // Disables first, so that no two enabled slots ever hold the same
+        // target with different branches.
+        for (k, &want) in wanted.iter().enumerate() {
+            if site.enabled[k] != want && site.enabled[k].is_some() {
+                thunk.disable(k);
+                site.enabled[k] = None;
+            }
+        }
+        let mut new_grace: Option<Grace> = None;
+        for (k, &want) in wanted.iter().enumerate() {
+            match want {
+                None => {
+                    report.cleared += usize::from(site.wanted[k].is_some());
+                    site.grace[k] = None;
+                }
+                Some(t) if site.enabled[k] == Some(t) => {}
+                Some(t) if site.branch[k] == Some(t) => {
+                    // The branch was aimed at `t` and the cores serialized
+                    // when it was: consistent, enable without waiting.
+                    // SAFETY: see above; `t` is in no other enabled slot
+                    // (targets are distinct, other slots were disabled).
+                    unsafe { thunk.enable(k, t) };
+                    site.enabled[k] = Some(t);
+                    site.grace[k] = None;
+                    report.enabled_now += 1;
+                }
+                Some(_) => {
+                    report.pending += 1;
+                    if site.grace[k].is_none() {
+                        // A grace period that starts after the disable
+                        // above (one for all slots of this retarget).
+                        let grace = new_grace.get_or_insert_with(start_grace_period);
+                        site.grace[k] = Some(Arc::clone(grace));
+                    }
+                }
+            }
+        }
+        site.wanted = wanted;
+        report
+    }
+
+    /// Completes a pending retarget whose grace period has passed (patches
+    /// the branches, serializes the cores, enables the slots) and, if one
+    /// completed, starts a new counting epoch: counts then describe the
+    /// plan in effect, not the calls that missed while its slots waited.
+    /// Returns whether one completed.
+    pub(super) fn poll(&self) -> bool {
+        // Helps the epoch advance and runs due deferred closures.
+        crossbeam_epoch::pin().flush();
+        let mut inner = self.lock();
+        let Inner { learner, site } = &mut *inner;
+        let completed = self.complete_if_ready(site);
+        if completed {
+            self.counters
+                .begin_epoch(&learner.installed().targets, site.counter_config);
+        }
+        completed
+    }
+
+    /// Whether some slot waits for its grace period.
+    pub(super) fn is_pending(&self) -> bool {
+        self.lock().site.grace.iter().any(Option::is_some)
+    }
+
+    /// Patches, serializes and enables every slot whose grace period has
+    /// passed. Returns whether there was one.
+    fn complete_if_ready(&self, site: &mut SiteState) -> bool {
+        let thunk = self.thunk();
+        let mut patched = Vec::new();
+        for k in 0..site.wanted.len() {
+            let ready = site.grace[k]
+                .as_ref()
+                .is_some_and(|g| g.load(Ordering::Acquire));
+            if !ready {
+                continue;
+            }
+            site.grace[k] = None;
+            let t = site.wanted[k].expect("a slot waits only for a wanted target");
+            debug_assert_eq!(site.enabled[k], None, "patching an enabled slot");
+            debug_assert_ne!(site.branch[k], Some(t), "nothing to patch");
+            // SAFETY: slot k has been disabled since before its grace
+            // period started (a slot waits only while disabled), and that
+            // grace period has passed: no thread can be between the slot's
+            // compare and its branch.
+            unsafe { thunk.write_branch(k, t) }
+                .expect("reach was checked when the target was requested");
+            patched.push((k, t));
+        }
+        if patched.is_empty() {
+            return false;
+        }
+        site.serialized = PatchThunk::serialize_cores();
+        for &(k, t) in &patched {
+            site.branch[k] = Some(t);
+            // SAFETY: the branch goes to `t` and every core was serialized
+            // since it was written; `t` is in no other enabled slot.
+            unsafe { thunk.enable(k, t) };
+            site.enabled[k] = Some(t);
+        }
+        site.patches += patched.len() as u64;
+        site.completions += 1;
+        true
+    }
+
+    pub(super) fn stats(&self) -> PatchSiteStats {
+        let counts = self.counters.snapshot();
+        let inner = self.lock();
+        let site = &inner.site;
+        let thunk = self.thunk();
+        let all = site.counting == Counting::All;
+        let installed = &inner.learner.installed().targets;
+        let hits_of = |t: Option<usize>| {
+            let k = installed.iter().position(|&p| Some(p as usize) == t)?;
+            all.then(|| counts.hits.get(k).copied()).flatten()
+        };
+        let entry = self.entry.load(Ordering::Relaxed);
+        PatchSiteStats {
+            name: self.name.clone(),
+            signature: self.sig.to_string(),
+            entry: thunk.entry(),
+            current_entry: (entry != 0).then_some(entry),
+            slots: (0..thunk.slot_count())
+                .map(|k| PatchSlotStats {
+                    wanted: site.wanted[k],
+                    enabled: site.enabled[k],
+                    branch: site.branch[k],
+                    hits: hits_of(site.wanted[k]),
+                })
+                .collect(),
+            miss_exit: thunk.miss_exit(),
+            policy: inner.learner.policy_name(),
+            state: inner.learner.state(),
+            counting: site.counting,
+            calls: counts.calls,
+            misses: counts.misses,
+            candidates: counts
+                .candidates
+                .iter()
+                .take(8)
+                .map(|c| CandidateStats {
+                    target: c.target as usize,
+                    symbol: symbols::name_of(c.target as usize),
+                    count: c.count,
+                })
+                .collect(),
+            decisions: inner.learner.decisions(),
+            retargets: site.retargets,
+            patches: site.patches,
+            completions: site.completions,
+            pending: site.grace.iter().any(Option::is_some),
+            serialized: site.serialized,
+        }
+    }
+}
+
+impl Learning for PatchCore {
+    /// Completes what is due (so that a tick makes pending retargets take
+    /// effect), then one learning step, whose plan becomes a retarget.
+    fn learn(&self, tick: u64) -> Step {
+        self.poll();
+        let mut inner = self.lock();
+        let Inner { learner, site } = &mut *inner;
+        learner.step(tick, &self.counters, &mut |p: &Plan| {
+            self.install(site, p).map(|_| false)
+        })
+    }
+}
+
+/// Starts a grace period: a flag that an epoch-deferred closure sets once
+/// every thread pinned now has unpinned. The closure is a single store:
+/// crossbeam may run it on a caller's hot path.
+fn start_grace_period() -> Grace {
+    let ready = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ready);
+    let guard = crossbeam_epoch::pin();
+    guard.defer(move || flag.store(true, Ordering::Release));
+    guard.flush();
+    ready
+}
+
+impl Drop for PatchCore {
+    fn drop(&mut self) {
+        let Some(thunk) = self.thunk.take() else {
+            return;
+        };
+        // No caller holds the site, but one may still be inside the thunk
+        // (or returning into it: miss path, call-form hits) or in its
+        // stubs. Unpublish, then free the thunk after a grace period, and
+        // the stubs after theirs, which ends no earlier.
+        self.entry.store(0, Ordering::Release);
+        let guard = crossbeam_epoch::pin();
+        guard.defer(move || {
+            // SAFETY: the site is gone, so no thread can enter the thunk,
+            // and crossbeam runs this only after every thread pinned now
+            // has unpinned (callers stay pinned across their calls).
+            unsafe { thunk.release() };
+        });
+        guard.flush();
+        if let Some(stubs) = self.stubs.take() {
+            self.engine.retire_code(stubs.code);
+        }
+        self.counters.retire();
+    }
+}
