@@ -19,7 +19,7 @@
 //!   of the host's code, so promoted calls to host functions can be direct
 //!   (`call rel32`: ±2 GiB; `bl`: ±128 MiB). If no candidate is free, the
 //!   arena goes anywhere and calls fall back to the absolute form.
-//! * **One thunk at a time, packed.** A first-fit allocator over 16-byte
+//! * **One thunk at a time, packed.** A first-fit allocator over 32-byte
 //!   granules hands out varied offsets (FACTS.md: thunks sharing their low
 //!   26 address bits ran 4x slower, one thunk per page cost 15-19%).
 //! * **Freed code is poisoned.** Released code is overwritten with the ISA's
@@ -223,12 +223,12 @@ impl CodeMemory {
                 return Err(map_err("mmap (writable view)", e));
             }
         };
-        let poison = backend.poison_pattern();
-        // SAFETY: `rw` is a fresh writable mapping of `capacity` bytes.
-        let view = unsafe { std::slice::from_raw_parts_mut(rw as *mut u8, capacity) };
-        for chunk in view.chunks_mut(poison.len()) {
-            chunk.copy_from_slice(&poison[..chunk.len()]);
-        }
+        // The arena is not poisoned up front: nothing can branch into memory
+        // that no allocation has handed out (every published entry is in an
+        // allocation, whose padding `finish` poisons), and filling it would
+        // commit every page of the arena (16 MiB by default) for nothing,
+        // and take a noticeable time per engine in unoptimized builds. Fresh
+        // memfd pages stay unbacked until code is written to them.
         let mut blocks = BTreeMap::new();
         blocks.insert(0, capacity);
         Ok(CodeMemory {
