@@ -57,7 +57,7 @@ pub struct CandidateStats {
 }
 
 /// A snapshot of a site.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SiteStats {
     pub name: Option<String>,
     pub signature: String,
@@ -226,6 +226,10 @@ struct Published {
     failures: u64,
     last_error: Option<Error>,
     last_compile_time: Option<Duration>,
+    /// The branch word of a static entry stub that follows this site
+    /// ([`crate::StaticSite::use_jit`]): every publish aims it at the new
+    /// thunk, or at the engine's miss stub when there is none.
+    static_stub: Option<usize>,
 }
 
 /// Everything behind the site's lock: publication and learning. Learning
@@ -300,6 +304,7 @@ impl<F: SiteFn> Site<F> {
                     failures: 0,
                     last_error: None,
                     last_compile_time: None,
+                    static_stub: None,
                 },
                 learner,
             }),
@@ -386,6 +391,15 @@ impl<F: SiteFn> Site<F> {
     pub fn call_pinned(&self, target: F, args: F::Args) -> F::Ret {
         let pinned = Pinned::new();
         self.call(&pinned, target, args)
+    }
+
+    /// See [`SiteCore::attach_static_stub`].
+    pub(crate) fn attach_static_stub(&self, field: usize) -> Result<(), Error> {
+        self.core.attach_static_stub(field)
+    }
+
+    pub(crate) fn detach_static_stub(&self) {
+        self.core.detach_static_stub();
     }
 
     /// Promotes `targets` by hand (0 to 8, in compare order; slot 0 is the
@@ -551,10 +565,55 @@ impl SiteCore {
 
     /// The one atomic step: swap the entry (a Release store: the new
     /// thunk's bytes were written before), then retire the old thunk.
+    ///
+    /// An attached static stub is aimed first, so that once the entry is
+    /// swapped neither way in leads to the old thunk, and its grace period
+    /// covers callers that came through the stub too.
     fn publish(&self, published: &mut Published, new: Option<Installed>) {
         let entry = new.as_ref().map_or(0, |i| i.code.entry());
+        if let Some(field) = published.static_stub {
+            self.aim_static_stub(published, field, entry);
+        }
         let old = std::mem::replace(&mut published.current, new);
         self.engine.republish(&self.entry, entry, old);
+    }
+
+    /// Aims the static stub's branch word `field` at `entry`, or at the
+    /// engine's miss stub if `entry` is 0 or out of the stub's reach (a
+    /// plain indirect call: correct, only slower; the error is recorded).
+    fn aim_static_stub(&self, published: &mut Published, field: usize, entry: usize) {
+        let miss = crate::static_entry::miss_stub(self.engine.hardened);
+        if entry != 0 {
+            match crate::static_site::aim_stub_field(field, entry) {
+                Ok(()) => return,
+                Err(e) => published.last_error = Some(e),
+            }
+        }
+        crate::static_site::aim_stub_field(field, miss)
+            .expect("the miss stub was in reach when the stub was attached");
+    }
+
+    /// Makes the static stub at `field` follow this site from now on, and
+    /// aims it at the current thunk (or the miss stub).
+    pub(crate) fn attach_static_stub(&self, field: usize) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let published = &mut inner.published;
+        crate::static_site::check_stub_reach(
+            field,
+            crate::static_entry::miss_stub(self.engine.hardened),
+        )?;
+        let entry = published.current.as_ref().map_or(0, |i| i.code.entry());
+        if entry != 0 {
+            crate::static_site::check_stub_reach(field, entry)?;
+        }
+        self.aim_static_stub(published, field, entry);
+        published.static_stub = Some(field);
+        Ok(())
+    }
+
+    /// The site no longer writes the static stub.
+    pub(crate) fn detach_static_stub(&self) {
+        self.lock().published.static_stub = None;
     }
 
     fn stats(&self) -> SiteStats {

@@ -139,9 +139,10 @@ pub fn miss_stub(hardened: bool) -> usize {
 /// The stub is a naked function (`jmp rel32` on x86-64 with its
 /// displacement 4-byte aligned, `b` on aarch64), initially aimed at the
 /// hardened miss stub; binding the site to an engine aims it at the plain
-/// miss stub, at a JIT thunk ([`StaticSite::promote`]) or at a Patch thunk
-/// ([`StaticSite::use_patch`]). Retargeting it is one aligned 32-bit store
-/// into the host's text (`hotcall_jit::text_patch`).
+/// miss stub, at a JIT thunk ([`StaticSite::promote`]), at whatever a
+/// learning JIT site publishes ([`StaticSite::use_jit`]) or at a Patch
+/// thunk ([`StaticSite::use_patch`]). Retargeting it is one aligned 32-bit
+/// store into the host's text (`hotcall_jit::text_patch`).
 ///
 /// Signatures must pass every argument of the thunk ABI in registers: at
 /// most [`MAX_INT_PARAMS`] integer parameters (5 on x86-64); more is a
@@ -155,6 +156,7 @@ pub fn miss_stub(hardened: bool) -> usize {
 ///
 /// [`StaticSite::promote`]: crate::StaticSite::promote
 /// [`StaticSite::use_patch`]: crate::StaticSite::use_patch
+/// [`StaticSite::use_jit`]: crate::StaticSite::use_jit
 #[macro_export]
 macro_rules! static_site {
     ($(#[$attr:meta])* $vis:vis static $name:ident : extern "C" fn($($arg:ty),* $(,)?) $(-> $ret:ty)? ;) => {

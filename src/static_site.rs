@@ -9,10 +9,12 @@
 //! thunk: cmp; jne; jmp T0     ; slot 0 falls through to a direct jump
 //! ```
 //!
-//! The stub goes to the current JIT thunk ([`StaticSite::promote`]), to the
-//! site's Patch thunk for its whole life ([`StaticSite::use_patch`], then
-//! [`StaticSite::retarget`]), or to a miss stub (a plain or retpolined
-//! indirect call). Aiming it elsewhere is one atomic store of its branch
+//! The stub goes to the current JIT thunk ([`StaticSite::promote`]), to
+//! whatever a learning JIT site publishes ([`StaticSite::use_jit`]: each
+//! thunk, the miss stub in a bypass), to the site's Patch thunk for its
+//! whole life ([`StaticSite::use_patch`], which learns, or
+//! [`StaticSite::retarget`] by hand), or to a miss stub (a plain or
+//! retpolined indirect call). Aiming it elsewhere is one atomic store of its branch
 //! word into a copy of the text page (`hotcall_jit::text_patch`); the old
 //! thunk is retired after a grace period, as when a [`crate::Site`]
 //! republishes, because a caller that went through the stub just before may
@@ -30,7 +32,7 @@ use crate::error::Error;
 use crate::patch::{PatchSite, PatchSiteStats, RetargetReport};
 use crate::pin::Pinned;
 use crate::signature::SiteFn;
-use crate::site::{PromoteReport, SlotStats};
+use crate::site::{PromoteReport, Site, SiteStats, SlotStats};
 use crate::static_entry::miss_stub;
 
 /// A static site's entry stub, implemented by [`crate::static_site!`].
@@ -51,8 +53,11 @@ enum Mode<F: SiteFn> {
     Unbound,
     /// Bound, no thunk: the stub goes to the engine's miss stub.
     Indirect,
-    /// The stub goes to this JIT thunk.
+    /// The stub goes to this JIT thunk, promoted by hand.
     Jit(Installed),
+    /// The stub follows this learning JIT site: every publish of the site
+    /// aims it at the new thunk (or at the miss stub in a bypass).
+    Learning(Site<F>),
     /// The stub goes to this Patch site's thunk, for good.
     Patch(Box<PatchSite<F>>),
 }
@@ -68,7 +73,12 @@ struct StaticState<F: SiteFn> {
 pub enum StaticMode {
     Unbound,
     Indirect,
-    Jit { entry: usize, slots: Vec<SlotStats> },
+    Jit {
+        entry: usize,
+        slots: Vec<SlotStats>,
+    },
+    /// A learning JIT site ([`StaticSite::use_jit`]).
+    Learning(Box<SiteStats>),
     Patch(PatchSiteStats),
 }
 
@@ -99,6 +109,7 @@ impl fmt::Display for StaticSiteStats {
             StaticMode::Jit { entry, slots } => {
                 write!(f, "JIT thunk at {entry:#x}, {} slots", slots.len())
             }
+            StaticMode::Learning(s) => write!(f, "learning JIT site\n  {s}"),
             StaticMode::Patch(p) => write!(f, "Patch thunk\n  {p}"),
         }
     }
@@ -216,9 +227,16 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
     /// write the stub after this store.
     fn aim(&self, state: &mut StaticState<F>, target: usize) -> Result<(), Error> {
         let field = branch_field(S::stub_address())?;
-        if let Mode::Patch(site) = &state.mode {
-            check_stub_reach(field, target)?;
-            site.detach_static_stub();
+        match &state.mode {
+            Mode::Patch(site) => {
+                check_stub_reach(field, target)?;
+                site.detach_static_stub();
+            }
+            Mode::Learning(site) => {
+                check_stub_reach(field, target)?;
+                site.detach_static_stub();
+            }
+            _ => {}
         }
         aim_stub_field(field, target)?;
         state.stub_writes += 1;
@@ -235,6 +253,8 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
             }
             // Dropping the Patch site frees its thunk after a grace period.
             Mode::Patch(site) => drop(site),
+            // So does dropping the JIT site (its last handle).
+            Mode::Learning(site) => drop(site),
             Mode::Unbound | Mode::Indirect => {}
         }
     }
@@ -288,6 +308,39 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
         Ok(())
     }
 
+    /// Gives the site a JIT site of its own that learns with the engine's
+    /// policy, as [`Engine::named_site`] does, and makes the stub follow it:
+    /// each thunk the site publishes (profiling, promoted), or the miss
+    /// stub in a bypass. The thunks are freed after a grace period, as a
+    /// [`Site`]'s are; the caller's [`Pinned`] covers calls through the
+    /// stub. [`StaticSite::promote`], [`StaticSite::use_patch`] or
+    /// [`StaticSite::demote`] end the learning.
+    pub fn use_jit(&self, engine: &Engine) -> Result<(), Error> {
+        let mut state = self.lock();
+        self.bind(&mut state, engine)?;
+        let site = engine.named_site::<F>(self.name);
+        let field = branch_field(S::stub_address())?;
+        match &state.mode {
+            Mode::Patch(old) => old.detach_static_stub(),
+            Mode::Learning(old) => old.detach_static_stub(),
+            _ => {}
+        }
+        site.attach_static_stub(field)?;
+        state.stub_writes += 1;
+        let old = std::mem::replace(&mut state.mode, Mode::Learning(site));
+        Self::retire(&mut state, old);
+        Ok(())
+    }
+
+    /// The learning JIT site behind the stub ([`StaticSite::use_jit`]), for
+    /// its statistics or a change of policy.
+    pub fn learning_site(&self) -> Option<Site<F>> {
+        match &self.lock().mode {
+            Mode::Learning(site) => Some(site.clone()),
+            _ => None,
+        }
+    }
+
     /// Retargets the site's Patch thunk (see [`PatchSite::retarget`]);
     /// an error unless [`StaticSite::use_patch`] was called.
     pub fn retarget(&self, targets: &[F]) -> Result<RetargetReport, Error> {
@@ -339,6 +392,7 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
                     entry: i.code.entry(),
                     slots: crate::site::slot_stats(i, None),
                 },
+                Mode::Learning(site) => StaticMode::Learning(Box::new(site.stats())),
                 Mode::Patch(site) => StaticMode::Patch(site.stats()),
             },
             stub_writes: state.stub_writes,

@@ -88,6 +88,7 @@ fn bench_writes_the_json_contract_plot_and_markdown() {
         ("retpoline", "none"),
         ("listed", "none"),
         ("jit", "pointer"),
+        ("jit", "static"),
         ("patch", "pointer"),
         ("patch", "static"),
         ("jit-fixed", "pointer"),
@@ -97,13 +98,9 @@ fn bench_writes_the_json_contract_plot_and_markdown() {
     ] {
         assert!(names.contains(&want), "strategy {want:?} not in the report");
     }
-    // Every strategy exists now but a learning JIT site behind a static
-    // entry (static sites do not learn).
+    // Every strategy of the contract exists.
     for st in strategies {
-        let name = st["name"].as_str().unwrap();
-        if !(name == "jit" && st["entry"] == "static") {
-            assert!(st["missing"].is_null(), "{st}");
-        }
+        assert!(st["missing"].is_null(), "{st}");
     }
     for w in workloads {
         for st in strategies {
@@ -206,9 +203,9 @@ fn hardened_runs_are_correct_and_labelled() {
     let r = read_json(&json);
     assert_eq!(r["config"]["hardened"], true);
     let results = r["results"].as_array().unwrap();
-    // 10 measured rows on each of the two workloads (every strategy and
-    // entry but a learning JIT site behind a static stub).
-    assert_eq!(results.len(), 20, "{r}");
+    // 11 measured rows on each of the two workloads: every strategy and
+    // entry.
+    assert_eq!(results.len(), 22, "{r}");
     for c in results {
         assert_eq!(c["correct"], true, "{c}");
         if c["strategy"] == "listed" {

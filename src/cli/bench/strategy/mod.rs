@@ -117,7 +117,11 @@ pub type BuildFn = fn(&Workload, BuildOptions) -> Result<Box<dyn Cell>, BuildErr
 
 pub enum Build {
     Ready(BuildFn),
-    /// Not implemented yet; the reason is printed.
+    /// Not implemented yet; the reason is printed, and the report lists the
+    /// cell as missing rather than leaving it out. Every strategy of the
+    /// contract exists now; the variant stays for the next one (the report
+    /// code and its tests use it).
+    #[cfg_attr(not(test), allow(dead_code))]
     Missing(&'static str),
 }
 
@@ -180,10 +184,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
     StrategyDef {
         name: "jit",
         entry: Entry::Static,
-        description: "a static_site! stub aimed at a learning site's thunk",
-        build: Build::Missing(
-            "static sites do not learn: StaticSite has no counters or policy (the engine's learning drives Site only)",
-        ),
+        description: "a static_site! stub that follows a learning site (StaticSite::use_jit): each thunk it publishes, the miss stub in a bypass; one Engine::tick every 4,096 calls",
+        build: Build::Ready(static_sites::build_jit),
     },
     StrategyDef {
         name: "patch",

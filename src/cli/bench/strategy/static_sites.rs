@@ -20,7 +20,7 @@ use hotcall::workload::{Call, Callback, SiteIndex, Workload};
 use hotcall::{CallForm, Engine, StaticMode, StaticSite, StaticStub};
 
 use super::patch_fixed::{COMPLETION_TIMEOUT, slots_for};
-use super::sites::{describe_patch, manual_engine};
+use super::sites::{Dispatch, describe_patch, manual_engine};
 use super::{BuildError, BuildOptions, Cell};
 
 hotcall::static_site! {
@@ -34,6 +34,11 @@ hotcall::static_site! {
 }
 
 hotcall::static_site! {
+    /// `jit` (static entry): a learning JIT site.
+    static JIT: extern "C" fn(u64) -> u64;
+}
+
+hotcall::static_site! {
     /// `patch` (static entry): a learning Patch site.
     static PATCH: extern "C" fn(u64) -> u64;
 }
@@ -41,6 +46,7 @@ hotcall::static_site! {
 static JIT_FIXED_CLAIM: AtomicBool = AtomicBool::new(false);
 static PATCH_FIXED_CLAIM: AtomicBool = AtomicBool::new(false);
 static PATCH_CLAIM: AtomicBool = AtomicBool::new(false);
+static JIT_CLAIM: AtomicBool = AtomicBool::new(false);
 
 /// The engine every static site of the harness binds to (a static site
 /// binds once, so a process uses the plain or the hardened one).
@@ -129,6 +135,10 @@ impl<S: StaticStub<Callback>> Cell for StaticCell<S> {
                     slots.len()
                 )
             }
+            StaticMode::Learning(_) => match self.site.learning_site() {
+                Some(site) => format!("a learning JIT site: {}", Dispatch::describe(&[site])),
+                None => "a learning JIT site, replaced meanwhile".into(),
+            },
             StaticMode::Patch(p) => describe_patch(std::iter::once(p)),
             StaticMode::Indirect => {
                 "the miss stub (no hot target: a plain indirect call after the direct call)".into()
@@ -206,6 +216,21 @@ pub fn build_patch(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, Build
     PATCH.use_patch(engine, super::patch::learning_slots())?;
     Ok(Box::new(StaticCell {
         site: &PATCH,
+        engine,
+        learn: true,
+        _claim: claim,
+    }))
+}
+
+/// `jit` (static): the stub follows a learning JIT site (each thunk the
+/// site publishes, or the miss stub in a bypass).
+pub fn build_jit(w: &Workload, o: BuildOptions) -> Result<Box<dyn Cell>, BuildError> {
+    one_site(w)?;
+    let engine = engine(o)?;
+    let claim = Claim::take(&JIT_CLAIM, "jit")?;
+    JIT.use_jit(engine)?;
+    Ok(Box::new(StaticCell {
+        site: &JIT,
         engine,
         learn: true,
         _claim: claim,
