@@ -727,6 +727,97 @@ fn interleaved_summary(fx: &Fixture) {
     );
 }
 
+#[path = "common/interleave.rs"]
+mod interleave;
+
+/// The static entry's slot-0 hit, the pointer entry's and a plain indirect
+/// call, each loop in four copies at other addresses
+/// (`interleave::at_every_pad`), interleaved in one run: at a 4-cycle
+/// target a cycle is 25%, and whether a loop pays it moves with where the
+/// loop lands, which is why single builds disagree.
+fn hits_by_placement(fx: &Fixture) {
+    #[derive(Clone)]
+    struct StaticHit(Engine);
+    impl interleave::Body for StaticHit {
+        #[inline(always)]
+        fn run(&self, n: u64) -> u64 {
+            let pinned = self.0.pin();
+            let f: Callback = black_box(t0);
+            let mut x = 1u64;
+            for _ in 0..n {
+                x = STATIC_JIT.call(&pinned, f, (x,));
+            }
+            x
+        }
+    }
+    #[derive(Clone)]
+    struct PointerHit(Engine, Site<Callback>);
+    impl interleave::Body for PointerHit {
+        #[inline(always)]
+        fn run(&self, n: u64) -> u64 {
+            let pinned = self.0.pin();
+            let f: Callback = black_box(t0);
+            let mut x = 1u64;
+            for _ in 0..n {
+                x = self.1.call(&pinned, f, (x,));
+            }
+            x
+        }
+    }
+    #[derive(Clone)]
+    struct Indirect;
+    impl interleave::Body for Indirect {
+        #[inline(always)]
+        fn run(&self, n: u64) -> u64 {
+            let f: Callback = black_box(t0);
+            let mut x = 1u64;
+            for _ in 0..n {
+                x = f(x);
+            }
+            x
+        }
+    }
+    let mut variants =
+        interleave::at_every_pad("static entry, slot 0", StaticHit(fx.engine.clone()));
+    variants.extend(interleave::at_every_pad(
+        "pointer entry, slot 0",
+        PointerHit(fx.engine.clone(), fx.site.clone()),
+    ));
+    variants.extend(interleave::at_every_pad("plain indirect call", Indirect));
+    let named: Vec<(&str, interleave::Run<'_>)> = variants
+        .iter()
+        .map(|(name, run)| {
+            (
+                name.as_str(),
+                Box::new(move |n| run(n)) as interleave::Run<'_>,
+            )
+        })
+        .collect();
+    let m = interleave::medians(&named, 31, 100_000, 1);
+    let k = interleave::PADS.len();
+    println!(
+        "
+slot-0 hits by loop placement (31 rounds x 100,000 dependent calls, median round):"
+    );
+    for (i, pad) in interleave::PADS.iter().enumerate() {
+        println!(
+            "  copy +{pad:<2}: static {:5.2} ns, pointer {:5.2} ns, indirect {:5.2} ns; static / indirect {:.3}, pointer / indirect {:.3}",
+            m[i],
+            m[k + i],
+            m[2 * k + i],
+            m[i] / m[2 * k + i],
+            m[k + i] / m[2 * k + i]
+        );
+    }
+    let min = |r: std::ops::Range<usize>| m[r].iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = |r: std::ops::Range<usize>| m[r].iter().cloned().fold(0.0, f64::max);
+    println!(
+        "  static entry / indirect: best copies {:.3}x, worst copies {:.3}x (goal <= 1.15)",
+        min(0..k) / min(2 * k..3 * k),
+        max(0..k) / max(2 * k..3 * k)
+    );
+}
+
 fn main() {
     let fx = fixture();
     let mut c = Criterion::default().configure_from_args();
@@ -734,4 +825,5 @@ fn main() {
     retargets(&mut c, &fx);
     c.final_summary();
     interleaved_summary(&fx);
+    hits_by_placement(&fx);
 }

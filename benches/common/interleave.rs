@@ -85,3 +85,65 @@ pub fn medians_by(
         })
         .collect()
 }
+
+/// The padding before each copy of a loop in a layout sweep, in bytes:
+/// four copies of the same loop at other addresses (LLVM still aligns the
+/// loop header, so the copies' offsets within a 64-byte block are not
+/// simply these; the disassembly shows where each loop landed).
+#[allow(dead_code)] // each bench uses the helpers it needs
+pub const PADS: [usize; 4] = [0, 16, 32, 48];
+
+/// A loop of `n` dependent calls, for [`padded`]. Implementations mark
+/// `run` `#[inline(always)]`, so that the loop is laid out inside each
+/// `padded` copy rather than shared by all of them.
+#[allow(dead_code)]
+pub trait Body: Clone {
+    fn run(&self, n: u64) -> u64;
+}
+
+/// Runs `body` (a loop of `n` calls) inlined into a function of its own,
+/// after `PAD` bytes of `nop`s: the same loop at another offset within a
+/// 64-byte block. On this machine the cost of a 4-cycle call loop moves by
+/// a whole cycle with the loop's placement, which decides ratios of 1.00x
+/// against 1.25x between builds; running each variant at every placement
+/// shows that spread instead of one build's draw.
+#[allow(dead_code)]
+#[inline(never)]
+pub fn padded<const PAD: usize, B: Body>(body: &B, n: u64) -> u64 {
+    // SAFETY: `PAD` bytes of `nop`s, run once per call: no memory, stack
+    // or flags touched.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!(".skip {pad}, 0x90", pad = const PAD, options(nomem, nostack, preserves_flags));
+    }
+    // SAFETY: as above, in 4-byte `nop`s.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!(".rept {n}", "nop", ".endr", n = const PAD / 4, options(nomem, nostack, preserves_flags));
+    }
+    body.run(n)
+}
+
+/// `body` at each of [`PADS`], as variants named `"{name} @+{pad}"`.
+#[allow(dead_code)]
+pub fn at_every_pad<'a, B: Body + 'a>(name: &str, body: B) -> Vec<(String, Run<'a>)> {
+    let runs: [Run<'a>; 4] = [
+        {
+            let b = body.clone();
+            Box::new(move |n| padded::<0, B>(&b, n))
+        },
+        {
+            let b = body.clone();
+            Box::new(move |n| padded::<16, B>(&b, n))
+        },
+        {
+            let b = body.clone();
+            Box::new(move |n| padded::<32, B>(&b, n))
+        },
+        Box::new(move |n| padded::<48, B>(&body, n)),
+    ];
+    PADS.iter()
+        .zip(runs)
+        .map(|(pad, run)| (format!("{name} @+{pad}"), run))
+        .collect()
+}
