@@ -350,8 +350,7 @@ fn bypass_by_placement(engine: &Engine, mega: &Site<Callback>) {
     variants.extend(interleave::at_every_pad("plain indirect call", indirect));
     let named: Vec<(&str, interleave::Run<'_>)> = variants
         .iter()
-        .map(|(name, run)| (name.as_str(), run as &dyn Fn(u64) -> u64))
-        .map(|(name, run)| (name, Box::new(move |n| run(n)) as interleave::Run<'_>))
+        .map(|(name, run)| (name.as_str(), Box::new(run) as interleave::Run<'_>))
         .collect();
     let m = interleave::medians(&named, 31, 100_000, 1);
     let pads = interleave::PADS.len();

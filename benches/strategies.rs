@@ -786,12 +786,7 @@ fn hits_by_placement(fx: &Fixture) {
     variants.extend(interleave::at_every_pad("plain indirect call", Indirect));
     let named: Vec<(&str, interleave::Run<'_>)> = variants
         .iter()
-        .map(|(name, run)| {
-            (
-                name.as_str(),
-                Box::new(move |n| run(n)) as interleave::Run<'_>,
-            )
-        })
+        .map(|(name, run)| (name.as_str(), Box::new(run) as interleave::Run<'_>))
         .collect();
     let m = interleave::medians(&named, 31, 100_000, 1);
     let k = interleave::PADS.len();
