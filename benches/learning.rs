@@ -331,23 +331,12 @@ fn bypass_by_placement(engine: &Engine, mega: &Site<Callback>) {
             x
         }
     }
-    #[derive(Clone)]
-    struct Indirect;
-    impl interleave::Body for Indirect {
-        #[inline(always)]
-        fn run(&self, n: u64) -> u64 {
-            let f: Callback = black_box(t0);
-            let mut x = 1u64;
-            for _ in 0..n {
-                x = f(x);
-            }
-            x
-        }
-    }
     let bypass = Bypass(engine.clone(), mega.clone());
-    let indirect = Indirect;
     let mut variants = interleave::at_every_pad("bypassed site", bypass);
-    variants.extend(interleave::at_every_pad("plain indirect call", indirect));
+    variants.extend(interleave::at_every_pad(
+        "plain indirect call",
+        interleave::IndirectLoop(t0),
+    ));
     let named: Vec<(&str, interleave::Run<'_>)> = variants
         .iter()
         .map(|(name, run)| (name.as_str(), Box::new(run) as interleave::Run<'_>))

@@ -764,26 +764,16 @@ fn hits_by_placement(fx: &Fixture) {
             x
         }
     }
-    #[derive(Clone)]
-    struct Indirect;
-    impl interleave::Body for Indirect {
-        #[inline(always)]
-        fn run(&self, n: u64) -> u64 {
-            let f: Callback = black_box(t0);
-            let mut x = 1u64;
-            for _ in 0..n {
-                x = f(x);
-            }
-            x
-        }
-    }
     let mut variants =
         interleave::at_every_pad("static entry, slot 0", StaticHit(fx.engine.clone()));
     variants.extend(interleave::at_every_pad(
         "pointer entry, slot 0",
         PointerHit(fx.engine.clone(), fx.site.clone()),
     ));
-    variants.extend(interleave::at_every_pad("plain indirect call", Indirect));
+    variants.extend(interleave::at_every_pad(
+        "plain indirect call",
+        interleave::IndirectLoop(t0),
+    ));
     let named: Vec<(&str, interleave::Run<'_>)> = variants
         .iter()
         .map(|(name, run)| (name.as_str(), Box::new(run) as interleave::Run<'_>))

@@ -11,7 +11,7 @@
 //! * under load: threads calling while the scheduler ticks, learns and
 //!   retargets through phase changes: zero wrong results.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hotcall::{
@@ -19,38 +19,9 @@ use hotcall::{
     static_site,
 };
 
-type Callback = extern "C" fn(u64) -> u64;
-
-macro_rules! targets {
-    ($($name:ident = $k:expr),*) => {
-        $(extern "C" fn $name(x: u64) -> u64 {
-            x.wrapping_mul($k).rotate_left($k as u32 % 64) ^ $k
-        })*
-        const TARGETS: &[Callback] = &[$($name),*];
-    };
-}
-targets!(
-    t0 = 3,
-    t1 = 5,
-    t2 = 7,
-    t3 = 11,
-    t4 = 13,
-    t5 = 17,
-    t6 = 19,
-    t7 = 23,
-    t8 = 29,
-    t9 = 31,
-    t10 = 37,
-    t11 = 41,
-    t12 = 43,
-    t13 = 47,
-    t14 = 53,
-    t15 = 59
-);
-
-fn addr(f: Callback) -> usize {
-    f as *const () as usize
-}
+#[path = "common/learning_load.rs"]
+mod learning_load;
+use learning_load::*;
 
 /// Makes `n` calls of `f` through `site` (pinned only while calling, so
 /// that grace periods can pass between bursts) and checks every result.
@@ -367,66 +338,30 @@ fn learn_under_load(config: EngineConfig) {
     let site = engine
         .named_patch_site::<Callback>("learning under load", 2)
         .unwrap();
-    let stop = AtomicBool::new(false);
-    let phase = AtomicU64::new(0);
-    let calls = AtomicU64::new(0);
-    let wrong = AtomicU64::new(0);
     let mut ticks = 0u64;
     let mut installs = 0usize;
-
-    std::thread::scope(|s| {
-        for id in 0..CALLERS {
-            let (site, stop, phase, calls, wrong) = (&site, &stop, &phase, &calls, &wrong);
-            let engine = engine.clone();
-            s.spawn(move || {
-                let mut pinned = engine.pin();
-                let mut x = id as u64 + 1;
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    // Mostly the phase's two targets (60/30), some others.
-                    let p = phase.load(Ordering::Relaxed) as usize;
-                    let r = x % 10;
-                    let k = match r {
-                        0..=5 => 2 * p,
-                        6..=8 => 2 * p + 1,
-                        _ => (x >> 8) as usize,
-                    } % TARGETS.len();
-                    let f = TARGETS[k];
-                    let got = site.call(&pinned, f, (x,));
-                    if got != f(x) {
-                        wrong.fetch_add(1, Ordering::Relaxed);
-                    }
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(got | 1);
-                    n += 1;
-                    // Callers unpin now and then, or no grace period would
-                    // ever end.
-                    if n.is_multiple_of(32) {
-                        pinned.quiesce();
-                    }
+    let load = under_load(
+        &engine,
+        CALLERS,
+        |pinned, f, x| site.call(pinned, f, (x,)),
+        |phase| {
+            let started = Instant::now();
+            while started.elapsed() < RUN {
+                installs += engine.tick().installs;
+                ticks += 1;
+                if ticks.is_multiple_of(PHASE_TICKS) {
+                    phase.fetch_add(1, Ordering::Relaxed);
                 }
-                calls.fetch_add(n, Ordering::Relaxed);
-            });
-        }
-        let started = Instant::now();
-        while started.elapsed() < RUN {
-            let r = engine.tick();
-            installs += r.installs;
-            ticks += 1;
-            if ticks.is_multiple_of(PHASE_TICKS) {
-                phase.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(500));
             }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        stop.store(true, Ordering::Relaxed);
-    });
-
-    let calls = calls.load(Ordering::Relaxed);
-    let wrong = wrong.load(Ordering::Relaxed);
+        },
+    );
+    let (calls, wrong) = (load.calls, load.wrong);
     let s = site.stats();
     eprintln!(
         "{ticks} ticks, {} phases, {installs} plans installed; {} retargets, {} completions, \
          {} branch patches; {calls} calls, {wrong} wrong\n{s}",
-        phase.load(Ordering::Relaxed),
+        ticks / PHASE_TICKS,
         s.retargets,
         s.completions,
         s.patches

@@ -124,6 +124,24 @@ pub fn padded<const PAD: usize, B: Body>(body: &B, n: u64) -> u64 {
     body.run(n)
 }
 
+/// A plain indirect call loop through `self.0` (hidden from the optimizer),
+/// each result the next call's argument: the baseline of the sweeps.
+#[allow(dead_code)]
+#[derive(Clone)]
+pub struct IndirectLoop(pub extern "C" fn(u64) -> u64);
+
+impl Body for IndirectLoop {
+    #[inline(always)]
+    fn run(&self, n: u64) -> u64 {
+        let f = black_box(self.0);
+        let mut x = 1u64;
+        for _ in 0..n {
+            x = f(x);
+        }
+        x
+    }
+}
+
 /// `body` at each of [`PADS`], as variants named `"{name} @+{pad}"`.
 #[allow(dead_code)]
 pub fn at_every_pad<'a, B: Body + 'a>(name: &str, body: B) -> Vec<(String, Run<'a>)> {
