@@ -337,16 +337,9 @@ fn bypass_by_placement(engine: &Engine, mega: &Site<Callback>) {
         "plain indirect call",
         interleave::IndirectLoop(t0),
     ));
-    let named: Vec<(&str, interleave::Run<'_>)> = variants
-        .iter()
-        .map(|(name, run)| (name.as_str(), Box::new(run) as interleave::Run<'_>))
-        .collect();
-    let m = interleave::medians(&named, 31, 100_000, 1);
+    let m = interleave::sweep_medians(&variants);
     let pads = interleave::PADS.len();
-    println!(
-        "
-bypass by loop placement (31 rounds x 100,000 dependent calls, median round):"
-    );
+    println!("\nbypass by loop placement (31 rounds x 100,000 dependent calls, median round):");
     let mut ratios = Vec::new();
     for (k, pad) in interleave::PADS.iter().enumerate() {
         let (b, i) = (m[k], m[pads + k]);

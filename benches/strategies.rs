@@ -774,15 +774,10 @@ fn hits_by_placement(fx: &Fixture) {
         "plain indirect call",
         interleave::IndirectLoop(t0),
     ));
-    let named: Vec<(&str, interleave::Run<'_>)> = variants
-        .iter()
-        .map(|(name, run)| (name.as_str(), Box::new(run) as interleave::Run<'_>))
-        .collect();
-    let m = interleave::medians(&named, 31, 100_000, 1);
+    let m = interleave::sweep_medians(&variants);
     let k = interleave::PADS.len();
     println!(
-        "
-slot-0 hits by loop placement (31 rounds x 100,000 dependent calls, median round):"
+        "\nslot-0 hits by loop placement (31 rounds x 100,000 dependent calls, median round):"
     );
     for (i, pad) in interleave::PADS.iter().enumerate() {
         println!(

@@ -165,3 +165,14 @@ pub fn at_every_pad<'a, B: Body + 'a>(name: &str, body: B) -> Vec<(String, Run<'
         .map(|(pad, run)| (format!("{name} @+{pad}"), run))
         .collect()
 }
+
+/// The medians of a sweep's variants ([`at_every_pad`]'s), 31 interleaved
+/// rounds of one run of 100,000 calls each.
+#[allow(dead_code)]
+pub fn sweep_medians(variants: &[(String, Run<'_>)]) -> Vec<f64> {
+    let named: Vec<(&str, Run<'_>)> = variants
+        .iter()
+        .map(|(name, run)| (name.as_str(), Box::new(run) as Run<'_>))
+        .collect();
+    medians(&named, 31, 100_000, 1)
+}
