@@ -377,11 +377,15 @@ impl ThreadTable {
         for c in [&self.calls, &self.misses, &self.catch_all] {
             c.store(0, Ordering::Relaxed);
         }
+        // `cand_error` too: an entry's inheritance belongs to its epoch, and
+        // a stale one would cut the next epoch's lower bounds down (a
+        // profile after a phase change then saw no hot set and bypassed).
         for c in self
             .hits
             .iter()
             .chain(&self.cand_count)
             .chain(&self.cand_target)
+            .chain(&self.cand_error)
         {
             c.store(0, Ordering::Relaxed);
         }

@@ -239,3 +239,32 @@ fn tables_of_two_threads_never_share_a_cache_line() {
     assert!(std::mem::align_of::<ThreadTable>() >= 128);
     assert_eq!(std::mem::size_of::<ThreadTable>() % 128, 0);
 }
+
+#[test]
+fn a_new_epoch_forgets_what_space_saving_entries_inherited() {
+    // Epoch 1: twelve targets through eight entries, so entries are
+    // replaced and record what they inherited.
+    let s = site(&[A], CounterConfig::default());
+    for i in 0..1200u64 {
+        misses(&s, 0x100 * (1 + i % 12), 1);
+    }
+    // Epoch 2 (a new plan, as a phase change installs): eight targets with
+    // distinct counts, one entry each, nothing replaced. Their bounds are
+    // exact; stale inheritances from epoch 1 would cut them down (a
+    // profile that then finds no hot set bypasses a site it should
+    // promote).
+    s.begin_epoch(&[A], CounterConfig::default());
+    let counts = [400u64, 300, 200, 150, 100, 80, 60, 40];
+    for (k, &n) in counts.iter().enumerate() {
+        misses(&s, 0x10_000 * (1 + k as u64), n);
+    }
+    let c = s.snapshot();
+    for (k, &n) in counts.iter().enumerate() {
+        assert_eq!(
+            c.candidate(0x10_000 * (1 + k as u64)),
+            n,
+            "{:?}",
+            c.candidates
+        );
+    }
+}
