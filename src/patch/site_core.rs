@@ -573,6 +573,14 @@ impl Learning for PatchCore {
         self.poll();
         let mut inner = self.lock();
         let Inner { learner, site } = &mut *inner;
+        if site.grace.iter().any(Option::is_some) {
+            // A retarget still waits for its grace period: its slots are
+            // disabled, so the calls it promotes miss, and those misses
+            // would look like a phase change (or churn, to `Adaptive`).
+            // The policy decides once the plan is in effect and counted
+            // from its own epoch.
+            return Step::Kept;
+        }
         learner.step(tick, &self.counters, &mut |p: &Plan| {
             self.install(site, p).map(|_| false)
         })

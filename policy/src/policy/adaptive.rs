@@ -44,6 +44,18 @@
 //! within two ticks. A promoted site is also re-profiled every
 //! `reprofile_every` ticks (doubling while nothing changes), which catches
 //! shifts among the promoted targets that misses cannot show.
+//!
+//! **What learning may cost.** Following a change costs a tick of misses
+//! and a tick of counting every call, so a hot set that changes every few
+//! ticks is cheaper left alone: when a surge ends the second promotion in a
+//! row that lasted under `churn_ticks` (8), the site is bypassed with the
+//! bypass back-off instead (the `phase` workload of `hotcall bench`
+//! changes every 4 ticks of the harness; a single change, or changes
+//! further apart, are still followed within two ticks). And a site with
+//! few calls per tick needs many ticks to count `min_samples`: check
+//! profiles take at most `max_profile_share` (1/16) of its ticks, so a
+//! profile of `p` ticks is followed by at least `15 p` (in `sites-1k`, a
+//! thousand sites share the calls of one loop).
 
 use crate::counts::Counts;
 use crate::plan::{Counting, MAX_SLOTS, Plan};
@@ -129,6 +141,19 @@ pub struct AdaptiveConfig {
     /// `bypass_backoff_max` (1024).
     pub bypass_backoff: u64,
     pub bypass_backoff_max: u64,
+    /// A promotion that a surge of misses ends within this many ticks of
+    /// its install is *short* (8). The surge that ends the second short
+    /// promotion in a row bypasses the site (with the bypass back-off,
+    /// which keeps doubling while the churn goes on) instead of profiling
+    /// it again: its hot set changes faster than learning pays, each change
+    /// costing a tick of misses and a tick of counting every call. A
+    /// promotion that lasts ends the churn.
+    pub churn_ticks: u64,
+    /// At most this share of a site's ticks go to check profiles (1/16):
+    /// a site whose profile took `p` ticks (a site with few calls per tick
+    /// needs many to reach `min_samples`) is checked again no sooner than
+    /// `p * (1 / share - 1)` ticks later, whatever `reprofile_every` says.
+    pub max_profile_share: f64,
     pub costs: CostModel,
 }
 
@@ -145,6 +170,8 @@ impl Default for AdaptiveConfig {
             reprofile_max: 4096,
             bypass_backoff: 16,
             bypass_backoff_max: 1024,
+            churn_ticks: 8,
+            max_profile_share: 1.0 / 16.0,
             costs: CostModel::default(),
         }
     }
@@ -153,7 +180,7 @@ impl Default for AdaptiveConfig {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum State {
     Profiling,
-    Promoted { next_check: u64 },
+    Promoted { since: u64, next_check: u64 },
     Bypass { reprobe_at: u64 },
 }
 
@@ -168,6 +195,8 @@ pub struct Adaptive {
     check_every: u64,
     /// Misses per tick the last profile predicts for the installed set.
     expected_misses: f64,
+    /// Promotions in a row that a surge ended within `churn_ticks`.
+    short_promotions: u32,
 }
 
 impl Adaptive {
@@ -177,6 +206,7 @@ impl Adaptive {
             backoff: config.bypass_backoff.max(1),
             check_every: config.reprofile_every.max(1),
             expected_misses: 0.0,
+            short_promotions: 0,
             state: State::Profiling,
             config,
         }
@@ -234,7 +264,14 @@ impl Adaptive {
         } else {
             self.config.reprofile_every.max(1)
         };
-        self.backoff = self.config.bypass_backoff.max(1);
+        if self.short_promotions == 0 {
+            // Not while churning: its back-off keeps doubling.
+            self.backoff = self.config.bypass_backoff.max(1);
+        }
+        // Profiling at most `max_profile_share` of the time: a profile that
+        // took `p` ticks is followed by at least `p * (1/share - 1)`.
+        let share = self.config.max_profile_share.clamp(1e-3, 1.0);
+        let duty_floor = (obs.ticks_installed as f64 * (1.0 / share - 1.0)).ceil() as u64;
         let covered: u64 = targets
             .iter()
             .map(|t| ranked.iter().find(|r| r.0 == *t).map_or(0, |r| r.1))
@@ -242,7 +279,8 @@ impl Adaptive {
         let per_tick = total as f64 / obs.ticks_installed.max(1) as f64;
         self.expected_misses = per_tick * (1.0 - covered as f64 / total.max(1) as f64);
         self.state = State::Promoted {
-            next_check: obs.tick + self.check_every,
+            since: obs.tick,
+            next_check: obs.tick + self.check_every.max(duty_floor),
         };
         Decision::Install(Plan::new(targets, Counting::Misses))
     }
@@ -285,11 +323,28 @@ impl Policy for Adaptive {
                 let counts = obs.epoch.clone();
                 self.conclude(obs, &counts)
             }
-            State::Promoted { next_check } => {
+            State::Promoted { since, next_check } => {
                 let misses = obs.window.misses as f64;
                 let surge = obs.window.misses >= self.config.min_samples
                     && misses > self.config.surge_factor * self.expected_misses;
-                if surge || obs.tick >= next_check {
+                let lived = obs.tick.saturating_sub(since);
+                if lived >= self.config.churn_ticks && self.short_promotions > 0 {
+                    // This promotion lasted: the churn, if any, is over.
+                    self.short_promotions = 0;
+                    self.backoff = self.config.bypass_backoff.max(1);
+                }
+                if surge {
+                    if lived < self.config.churn_ticks {
+                        self.short_promotions += 1;
+                    }
+                    if self.short_promotions >= 2 {
+                        // Churn: the hot set changes faster than learning
+                        // pays; a plain indirect call until the back-off
+                        // ends (it doubles while the churn goes on).
+                        return self.bypass(obs.tick);
+                    }
+                    self.profile(obs)
+                } else if obs.tick >= next_check {
                     self.profile(obs)
                 } else {
                     Decision::Keep
@@ -443,6 +498,120 @@ mod tests {
         assert_eq!(
             decide(&mut a, 3, &lean, &surge),
             Decision::Install(Plan::new(vec![1], Counting::All))
+        );
+    }
+
+    /// A promoted plan's decision at `tick`, the plan installed `lived`
+    /// ticks before, with `misses` in the last tick.
+    fn promoted_tick(a: &mut Adaptive, tick: u64, plan: &Plan, misses: u64) -> Decision {
+        let mut w = Counts::empty(plan.targets.len());
+        w.misses = misses;
+        decide(a, tick, plan, &w)
+    }
+
+    #[test]
+    fn hot_sets_that_change_faster_than_learning_pays_end_in_bypass() {
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let mut tick = 1;
+        let mut phase = 1u64;
+        let mut bypassed_at = None;
+        // A new hot set every 4 ticks: surge, profile, promote, two quiet
+        // ticks, surge again.
+        for _ in 0..6 {
+            let c = profile(&[(phase, 3000), (phase + 1, 1000)]);
+            let d = decide(&mut a, tick, &Plan::probe(), &c);
+            let Decision::Install(plan) = d else {
+                panic!("{d:?}")
+            };
+            assert_eq!(plan.targets, vec![phase, phase + 1]);
+            tick += 1;
+            assert_eq!(promoted_tick(&mut a, tick, &plan, 0), Decision::Keep);
+            tick += 1;
+            assert_eq!(promoted_tick(&mut a, tick, &plan, 0), Decision::Keep);
+            tick += 1;
+            match promoted_tick(&mut a, tick, &plan, 4000) {
+                Decision::Install(p) if p.is_bypass() => {
+                    bypassed_at = Some(tick);
+                    break;
+                }
+                Decision::Install(p) => assert_eq!(p.counting, Counting::All),
+                d => panic!("{d:?}"),
+            }
+            tick += 1;
+            phase += 10;
+        }
+        let at = bypassed_at.expect("churn never bypassed");
+        // The surge that ends the second promotion in a row that lasted 3
+        // ticks (the first surge profiled and promoted the new set).
+        assert_eq!(at, 8);
+        let PolicyState::Bypass { reprobe_at } = a.state() else {
+            panic!()
+        };
+        assert_eq!(reprobe_at, at + 16);
+        // Still churning after the re-probe: the back-off doubles.
+        let plan = Plan::new(vec![7, 8], Counting::Misses);
+        let c = profile(&[(7, 3000), (8, 1000)]);
+        assert!(matches!(
+            decide(&mut a, reprobe_at, &Plan::bypass(), &Counts::default()),
+            Decision::Install(_)
+        ));
+        assert_eq!(
+            decide(&mut a, reprobe_at + 1, &Plan::probe(), &c),
+            Decision::Install(plan.clone())
+        );
+        let d = promoted_tick(&mut a, reprobe_at + 3, &plan, 4000);
+        assert_eq!(d, Decision::Install(Plan::bypass()));
+        let PolicyState::Bypass { reprobe_at: next } = a.state() else {
+            panic!()
+        };
+        assert_eq!(next, reprobe_at + 3 + 32);
+        // A promotion that lasts ends the churn: a later surge profiles.
+        assert!(matches!(
+            decide(&mut a, next, &Plan::bypass(), &Counts::default()),
+            Decision::Install(_)
+        ));
+        assert_eq!(
+            decide(&mut a, next + 1, &Plan::probe(), &c),
+            Decision::Install(plan.clone())
+        );
+        assert_eq!(promoted_tick(&mut a, next + 20, &plan, 0), Decision::Keep);
+        assert_eq!(
+            promoted_tick(&mut a, next + 21, &plan, 4000),
+            Decision::Install(Plan::new(vec![7, 8], Counting::All))
+        );
+    }
+
+    #[test]
+    fn a_long_profile_is_followed_by_a_long_wait() {
+        // A site with few calls per tick: its profile took 100 ticks to
+        // count `min_samples`; with at most 1/16 of the time profiling, the
+        // next check comes no sooner than 1,500 ticks later.
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let c = profile(&[(1, 900), (2, 100)]);
+        let obs = Observation {
+            tick: 100,
+            installed: &Plan::probe(),
+            ticks_installed: 100,
+            window: &c,
+            epoch: &c,
+        };
+        let Decision::Install(plan) = a.decide(&obs) else {
+            panic!()
+        };
+        assert_eq!(promoted_tick(&mut a, 1599, &plan, 0), Decision::Keep);
+        assert_eq!(
+            promoted_tick(&mut a, 1600, &plan, 0),
+            Decision::Install(Plan::new(vec![1, 2], Counting::All))
+        );
+        // A one-tick profile keeps the usual 64 ticks.
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let Decision::Install(plan) = decide(&mut a, 1, &Plan::probe(), &c) else {
+            panic!()
+        };
+        assert_eq!(promoted_tick(&mut a, 64, &plan, 0), Decision::Keep);
+        assert_eq!(
+            promoted_tick(&mut a, 65, &plan, 0),
+            Decision::Install(Plan::new(vec![1, 2], Counting::All))
         );
     }
 }
