@@ -47,9 +47,9 @@
 //!
 //! **What learning may cost.** Following a change costs a tick of misses
 //! and a tick of counting every call, so a hot set that changes every few
-//! ticks is cheaper left alone: when a surge ends the second promotion in a
-//! row that lasted under `churn_ticks` (8), the site is bypassed with the
-//! bypass back-off instead (the `phase` workload of `hotcall bench`
+//! ticks is cheaper left alone: when the profile after a surge finds a new
+//! hot set for the second time in a row within `churn_ticks` (8) of the
+//! last one, the site is bypassed with the bypass back-off instead (the `phase` workload of `hotcall bench`
 //! changes every 4 ticks of the harness; a single change, or changes
 //! further apart, are still followed within two ticks). And a site with
 //! few calls per tick needs many ticks to count `min_samples`: check
@@ -142,12 +142,13 @@ pub struct AdaptiveConfig {
     pub bypass_backoff: u64,
     pub bypass_backoff_max: u64,
     /// A promotion that a surge of misses ends within this many ticks of
-    /// its install is *short* (8). The surge that ends the second short
-    /// promotion in a row bypasses the site (with the bypass back-off,
-    /// which keeps doubling while the churn goes on) instead of profiling
-    /// it again: its hot set changes faster than learning pays, each change
-    /// costing a tick of misses and a tick of counting every call. A
-    /// promotion that lasts ends the churn.
+    /// its install, and whose profile then finds another hot set, was
+    /// *short* (8). The second short promotion in a row is not followed:
+    /// the site is bypassed (with the bypass back-off, which keeps doubling
+    /// while the churn goes on), since its hot set changes faster than
+    /// learning pays, each change costing a tick of misses and a tick of
+    /// counting every call. A surge whose profile finds the same set (say,
+    /// a tick that ran long) or a promotion that lasts ends the churn.
     pub churn_ticks: u64,
     /// At most this share of a site's ticks go to check profiles (1/16):
     /// a site whose profile took `p` ticks (a site with few calls per tick
@@ -195,8 +196,12 @@ pub struct Adaptive {
     check_every: u64,
     /// Misses per tick the last profile predicts for the installed set.
     expected_misses: f64,
-    /// Promotions in a row that a surge ended within `churn_ticks`.
+    /// Hot sets in a row that replaced a promotion within `churn_ticks`
+    /// of its install.
     short_promotions: u32,
+    /// How long the promotion that a surge just ended had lasted, while
+    /// the profile it started runs.
+    surge_lived: Option<u64>,
 }
 
 impl Adaptive {
@@ -207,6 +212,7 @@ impl Adaptive {
             check_every: config.reprofile_every.max(1),
             expected_misses: 0.0,
             short_promotions: 0,
+            surge_lived: None,
             state: State::Profiling,
             config,
         }
@@ -258,6 +264,20 @@ impl Adaptive {
         } else {
             *installed == targets
         };
+        // Churn: a surge ended a short promotion and its profile found
+        // another hot set. Twice in a row: bypass rather than follow (a
+        // surge whose profile finds the same set, or a promotion that
+        // lasted, ends the churn).
+        if let Some(lived) = self.surge_lived.take() {
+            if !unchanged && lived < self.config.churn_ticks {
+                self.short_promotions += 1;
+                if self.short_promotions >= 2 {
+                    return self.bypass(obs.tick);
+                }
+            } else {
+                self.short_promotions = 0;
+            }
+        }
         // A check that changed nothing: check half as often next time.
         self.check_every = if unchanged {
             (self.check_every * 2).min(self.config.reprofile_max.max(1))
@@ -327,24 +347,12 @@ impl Policy for Adaptive {
                 let misses = obs.window.misses as f64;
                 let surge = obs.window.misses >= self.config.min_samples
                     && misses > self.config.surge_factor * self.expected_misses;
-                let lived = obs.tick.saturating_sub(since);
-                if lived >= self.config.churn_ticks && self.short_promotions > 0 {
-                    // This promotion lasted: the churn, if any, is over.
-                    self.short_promotions = 0;
-                    self.backoff = self.config.bypass_backoff.max(1);
-                }
                 if surge {
-                    if lived < self.config.churn_ticks {
-                        self.short_promotions += 1;
-                    }
-                    if self.short_promotions >= 2 {
-                        // Churn: the hot set changes faster than learning
-                        // pays; a plain indirect call until the back-off
-                        // ends (it doubles while the churn goes on).
-                        return self.bypass(obs.tick);
-                    }
+                    self.surge_lived = Some(obs.tick.saturating_sub(since));
                     self.profile(obs)
                 } else if obs.tick >= next_check {
+                    // A periodic check: this promotion lasted.
+                    self.short_promotions = 0;
                     self.profile(obs)
                 } else {
                     Decision::Keep
@@ -512,73 +520,90 @@ mod tests {
     #[test]
     fn hot_sets_that_change_faster_than_learning_pays_end_in_bypass() {
         let mut a = Adaptive::new(AdaptiveConfig::default());
+        let set = |p: u64| profile(&[(p, 3000), (p + 1, 1000)]);
+        // Promote {1, 2} at tick 1; a new hot set every 4 ticks: a surge,
+        // then the profile's conclusion a tick later.
+        let Decision::Install(mut plan) = decide(&mut a, 1, &Plan::probe(), &set(1)) else {
+            panic!()
+        };
         let mut tick = 1;
-        let mut phase = 1u64;
-        let mut bypassed_at = None;
-        // A new hot set every 4 ticks: surge, profile, promote, two quiet
-        // ticks, surge again.
-        for _ in 0..6 {
-            let c = profile(&[(phase, 3000), (phase + 1, 1000)]);
-            let d = decide(&mut a, tick, &Plan::probe(), &c);
-            let Decision::Install(plan) = d else {
-                panic!("{d:?}")
+        let mut concluded = Vec::new();
+        for p in [11, 21, 31] {
+            tick += 1;
+            assert_eq!(promoted_tick(&mut a, tick, &plan, 0), Decision::Keep);
+            tick += 1;
+            assert_eq!(promoted_tick(&mut a, tick, &plan, 0), Decision::Keep);
+            tick += 1;
+            let Decision::Install(profiling) = promoted_tick(&mut a, tick, &plan, 4000) else {
+                panic!()
             };
-            assert_eq!(plan.targets, vec![phase, phase + 1]);
+            assert_eq!(profiling.counting, Counting::All);
             tick += 1;
-            assert_eq!(promoted_tick(&mut a, tick, &plan, 0), Decision::Keep);
-            tick += 1;
-            assert_eq!(promoted_tick(&mut a, tick, &plan, 0), Decision::Keep);
-            tick += 1;
-            match promoted_tick(&mut a, tick, &plan, 4000) {
-                Decision::Install(p) if p.is_bypass() => {
-                    bypassed_at = Some(tick);
-                    break;
-                }
-                Decision::Install(p) => assert_eq!(p.counting, Counting::All),
-                d => panic!("{d:?}"),
+            let Decision::Install(next) = decide(&mut a, tick, &profiling, &set(p)) else {
+                panic!()
+            };
+            concluded.push((tick, next.clone()));
+            if next.is_bypass() {
+                break;
             }
-            tick += 1;
-            phase += 10;
+            plan = next;
         }
-        let at = bypassed_at.expect("churn never bypassed");
-        // The surge that ends the second promotion in a row that lasted 3
-        // ticks (the first surge profiled and promoted the new set).
-        assert_eq!(at, 8);
+        // The first change is followed, the second (again within 8 ticks)
+        // is not: bypass at its profile's conclusion, tick 9.
+        assert_eq!(concluded[0].1.targets, vec![11, 12]);
+        assert_eq!(concluded.len(), 2, "{concluded:?}");
+        assert_eq!(concluded[1], (9, Plan::bypass()));
         let PolicyState::Bypass { reprobe_at } = a.state() else {
             panic!()
         };
-        assert_eq!(reprobe_at, at + 16);
+        assert_eq!(reprobe_at, 9 + 16);
         // Still churning after the re-probe: the back-off doubles.
-        let plan = Plan::new(vec![7, 8], Counting::Misses);
-        let c = profile(&[(7, 3000), (8, 1000)]);
-        assert!(matches!(
-            decide(&mut a, reprobe_at, &Plan::bypass(), &Counts::default()),
-            Decision::Install(_)
-        ));
         assert_eq!(
-            decide(&mut a, reprobe_at + 1, &Plan::probe(), &c),
-            Decision::Install(plan.clone())
+            decide(&mut a, reprobe_at, &Plan::bypass(), &Counts::default()),
+            Decision::Install(Plan::probe())
         );
-        let d = promoted_tick(&mut a, reprobe_at + 3, &plan, 4000);
-        assert_eq!(d, Decision::Install(Plan::bypass()));
+        let Decision::Install(d) = decide(&mut a, reprobe_at + 1, &Plan::probe(), &set(41)) else {
+            panic!()
+        };
+        let Decision::Install(profiling) = promoted_tick(&mut a, reprobe_at + 3, &d, 4000) else {
+            panic!()
+        };
+        assert_eq!(
+            decide(&mut a, reprobe_at + 4, &profiling, &set(51)),
+            Decision::Install(Plan::bypass())
+        );
         let PolicyState::Bypass { reprobe_at: next } = a.state() else {
             panic!()
         };
-        assert_eq!(next, reprobe_at + 3 + 32);
-        // A promotion that lasts ends the churn: a later surge profiles.
-        assert!(matches!(
-            decide(&mut a, next, &Plan::bypass(), &Counts::default()),
-            Decision::Install(_)
-        ));
-        assert_eq!(
-            decide(&mut a, next + 1, &Plan::probe(), &c),
-            Decision::Install(plan.clone())
-        );
-        assert_eq!(promoted_tick(&mut a, next + 20, &plan, 0), Decision::Keep);
-        assert_eq!(
-            promoted_tick(&mut a, next + 21, &plan, 4000),
-            Decision::Install(Plan::new(vec![7, 8], Counting::All))
-        );
+        assert_eq!(next, reprobe_at + 4 + 32);
+    }
+
+    #[test]
+    fn a_surge_whose_profile_finds_the_same_set_is_not_churn() {
+        // Ticks of uneven length make a miss count surge without any
+        // change; the profile finds the same set, and that ends any churn.
+        let mut a = Adaptive::new(AdaptiveConfig::default());
+        let c = profile(&[(1, 3000), (2, 1000)]);
+        let Decision::Install(plan) = decide(&mut a, 1, &Plan::probe(), &c) else {
+            panic!()
+        };
+        // The profiles count the same calls as hits of the installed slots.
+        let mut same = Counts::empty(2);
+        same.calls = 4000;
+        same.hits = vec![3000, 1000];
+        let mut tick = 1;
+        for _ in 0..5 {
+            tick += 1;
+            let Decision::Install(profiling) = promoted_tick(&mut a, tick, &plan, 4000) else {
+                panic!()
+            };
+            tick += 1;
+            assert_eq!(
+                decide(&mut a, tick, &profiling, &same),
+                Decision::Install(plan.clone())
+            );
+        }
+        assert_eq!(a.state(), PolicyState::Promoted);
     }
 
     #[test]
