@@ -222,25 +222,29 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
 
     /// Aims the stub at `target`: one aligned 32-bit store. Fails, leaving
     /// the stub as it was, if the target is out of direct-branch reach.
-    /// A Patch site that goes on learning writes the stub itself (it moves
-    /// it between its entries); it is detached first, so that it cannot
-    /// write the stub after this store.
+    /// A learning Patch or JIT site writes the stub itself (it moves it as
+    /// it publishes); it is detached first, so that it cannot write the
+    /// stub after this store.
     fn aim(&self, state: &mut StaticState<F>, target: usize) -> Result<(), Error> {
         let field = branch_field(S::stub_address())?;
-        match &state.mode {
-            Mode::Patch(site) => {
-                check_stub_reach(field, target)?;
-                site.detach_static_stub();
-            }
-            Mode::Learning(site) => {
-                check_stub_reach(field, target)?;
-                site.detach_static_stub();
-            }
-            _ => {}
+        if matches!(state.mode, Mode::Patch(_) | Mode::Learning(_)) {
+            check_stub_reach(field, target)?;
+            Self::detach(&state.mode);
         }
         aim_stub_field(field, target)?;
         state.stub_writes += 1;
         Ok(())
+    }
+
+    /// Stops a site that moves the stub itself (a learning Patch or JIT
+    /// site) from writing it, before anything else aims it: a tick running
+    /// on the scheduler's thread could otherwise aim it back after.
+    fn detach(mode: &Mode<F>) {
+        match mode {
+            Mode::Patch(site) => site.detach_static_stub(),
+            Mode::Learning(site) => site.detach_static_stub(),
+            Mode::Unbound | Mode::Indirect | Mode::Jit(_) => {}
+        }
     }
 
     /// Retires whatever the stub no longer goes to.
@@ -297,9 +301,7 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
         let site = engine.named_patch_site::<F>(self.name, slots)?;
         let field = branch_field(S::stub_address())?;
         check_stub_reach(field, site.entry())?;
-        if let Mode::Patch(old) = &state.mode {
-            old.detach_static_stub();
-        }
+        Self::detach(&state.mode);
         // From now on the Patch site aims the stub at its current entry.
         site.attach_static_stub(field)?;
         state.stub_writes += 1;
@@ -320,11 +322,7 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
         self.bind(&mut state, engine)?;
         let site = engine.named_site::<F>(self.name);
         let field = branch_field(S::stub_address())?;
-        match &state.mode {
-            Mode::Patch(old) => old.detach_static_stub(),
-            Mode::Learning(old) => old.detach_static_stub(),
-            _ => {}
-        }
+        Self::detach(&state.mode);
         site.attach_static_stub(field)?;
         state.stub_writes += 1;
         let old = std::mem::replace(&mut state.mode, Mode::Learning(site));
