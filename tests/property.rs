@@ -248,7 +248,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// What the calls went through, over the whole run.
 #[derive(Default)]
 struct Tally {
-    calls: AtomicU64,
+    cases: AtomicU64,
     promoted_hits: AtomicU64,
     thunk_misses: AtomicU64,
     bypassed: AtomicU64,
@@ -428,8 +428,6 @@ impl Plain for Stacked {
 
 fn path_of(world: &World, index: usize, target: usize) -> (Path, PolicyState) {
     with_site!(world, index, |site, pool, _args, _same| {
-        let _ = _args;
-        let _ = _same;
         site.path(pool[target] as *const () as usize)
     })
 }
@@ -515,7 +513,7 @@ fn run_case(ops: &[Op], tally: &Tally) -> Result<(), TestCaseError> {
             Op::Poll { site } => with_site!(&world, *site, |s, _pool, _args, _same| s.complete()),
         }
     }
-    Tally::add(&tally.calls, 1);
+    Tally::add(&tally.cases, 1);
     Ok(())
 }
 
@@ -554,7 +552,7 @@ fn random_calls_ticks_and_republishes_always_return_the_plain_calls_result() {
         ("promotions by ticks", get(&tally.promoted_by_ticks)),
         ("rejected requests", get(&tally.rejected)),
     ];
-    eprintln!("{} cases; {seen:?}", get(&tally.calls));
+    eprintln!("{} cases; {seen:?}", get(&tally.cases));
     for (what, n) in seen {
         assert!(
             n > 0,

@@ -77,12 +77,9 @@ fn a_static_entry_follows_its_learning_jit_site() {
         }
     }
     assert!(bypassed, "never bypassed: {}", site_stats());
-    let previous = site_stats();
-    let miss_stub = FOLLOWS.jumps_to().unwrap();
-    assert!(
-        previous.slots.is_empty() && miss_stub != 0,
-        "the stub goes somewhere, and not to a thunk: {previous}"
-    );
+    // Where the stub goes now: checked below to be the engine's miss stub,
+    // where `demote` aims it.
+    let bypass_destination = FOLLOWS.jumps_to().unwrap();
     calls(t5, 100);
 
     // Promoting by hand ends the learning: ticks no longer move the stub.
@@ -95,6 +92,13 @@ fn a_static_entry_follows_its_learning_jit_site() {
     assert_eq!(FOLLOWS.jumps_to().unwrap(), report.entry);
     calls(t15, 100);
     calls(t0, 100);
+
+    FOLLOWS.demote().unwrap();
+    assert_eq!(
+        FOLLOWS.jumps_to().unwrap(),
+        bypass_destination,
+        "in the bypass the stub went to the miss stub"
+    );
 }
 
 // ------------------------------------------------------------ under load

@@ -56,6 +56,13 @@ struct SiteState {
     serialized: bool,
 }
 
+impl SiteState {
+    /// Whether some slot waits for its grace period.
+    fn is_pending(&self) -> bool {
+        self.grace.iter().any(Option::is_some)
+    }
+}
+
 /// Everything behind the site's lock. Retargets, learning steps and
 /// completions take it; calls never do.
 struct Inner {
@@ -472,7 +479,7 @@ impl PatchCore {
 
     /// Whether some slot waits for its grace period.
     pub(super) fn is_pending(&self) -> bool {
-        self.lock().site.grace.iter().any(Option::is_some)
+        self.lock().site.is_pending()
     }
 
     /// Patches, serializes and enables every slot whose grace period has
@@ -560,7 +567,7 @@ impl PatchCore {
             retargets: site.retargets,
             patches: site.patches,
             completions: site.completions,
-            pending: site.grace.iter().any(Option::is_some),
+            pending: site.is_pending(),
             serialized: site.serialized,
         }
     }
@@ -573,7 +580,7 @@ impl Learning for PatchCore {
         self.poll();
         let mut inner = self.lock();
         let Inner { learner, site } = &mut *inner;
-        if site.grace.iter().any(Option::is_some) {
+        if site.is_pending() {
             // A retarget still waits for its grace period: its slots are
             // disabled, so the calls it promotes miss, and those misses
             // would look like a phase change (or churn, to `Adaptive`).

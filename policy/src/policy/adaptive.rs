@@ -49,9 +49,10 @@
 //! and a tick of counting every call, so a hot set that changes every few
 //! ticks is cheaper left alone: when the profile after a surge finds a new
 //! hot set for the second time in a row within `churn_ticks` (8) of the
-//! last one, the site is bypassed with the bypass back-off instead (the `phase` workload of `hotcall bench`
-//! changes every 4 ticks of the harness; a single change, or changes
-//! further apart, are still followed within two ticks). And a site with
+//! last one, the site is bypassed with the bypass back-off instead (the
+//! `phase` workload of `hotcall bench` changes every 4 ticks of the
+//! harness; a single change, or changes further apart, are still followed
+//! within two ticks). And a site with
 //! few calls per tick needs many ticks to count `min_samples`: check
 //! profiles take at most `max_profile_share` (1/16) of its ticks, so a
 //! profile of `p` ticks is followed by at least `15 p` (in `sites-1k`, a
@@ -509,8 +510,8 @@ mod tests {
         );
     }
 
-    /// A promoted plan's decision at `tick`, the plan installed `lived`
-    /// ticks before, with `misses` in the last tick.
+    /// The decision at `tick` for the installed `plan`, with `misses` in
+    /// the last tick's window.
     fn promoted_tick(a: &mut Adaptive, tick: u64, plan: &Plan, misses: u64) -> Decision {
         let mut w = Counts::empty(plan.targets.len());
         w.misses = misses;
