@@ -249,180 +249,111 @@ fn fixture() -> Fixture {
 /// A chain of `n` calls from `x`.
 type Chain<'a> = Box<dyn Fn(u64, u64) -> u64 + 'a>;
 
+/// A chain of `n` calls of `call`, each result the next argument.
+fn chain<'a>(call: impl Fn(u64) -> u64 + 'a) -> Chain<'a> {
+    Box::new(move |mut x, n| {
+        for _ in 0..n {
+            x = call(x);
+        }
+        x
+    })
+}
+
+/// [`chain`] pinned on `engine` for the whole chain, as hosts call sites.
+fn pinned_chain<'a>(
+    engine: &'a Engine,
+    call: impl Fn(&hotcall::Pinned, u64) -> u64 + 'a,
+) -> Chain<'a> {
+    Box::new(move |mut x, n| {
+        let pinned = engine.pin();
+        for _ in 0..n {
+            x = call(&pinned, x);
+        }
+        x
+    })
+}
+
 fn variants(fx: &Fixture) -> Vec<(&'static str, Chain<'_>)> {
     let f: Callback = black_box(t0);
     let mut v: Vec<(&'static str, Chain<'_>)> = vec![
-        (
-            "direct",
-            Box::new(move |mut x, n| {
-                for _ in 0..n {
-                    x = t0(x);
-                }
-                x
-            }),
-        ),
-        (
-            "indirect",
-            Box::new(move |mut x, n| {
-                for _ in 0..n {
-                    x = f(x);
-                }
-                x
-            }),
-        ),
+        ("direct", chain(move |x| t0(x))),
+        ("indirect", chain(move |x| f(x))),
         (
             "retpoline",
-            Box::new(move |mut x, n| {
-                for _ in 0..n {
-                    x = hotcall::retpoline::call(f, (x,));
-                }
-                x
-            }),
+            chain(move |x| hotcall::retpoline::call(f, (x,))),
         ),
         (
             "listed_slot0",
-            Box::new(move |mut x, n| {
-                for _ in 0..n {
-                    x = listed_call!(f, (x), [t0, t1]);
-                }
-                x
-            }),
+            chain(move |x| listed_call!(f, (x), [t0, t1])),
         ),
         (
             "site_jit_slot0",
-            Box::new(move |mut x, n| {
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = fx.site.call(&pinned, f, (x,));
-                }
-                x
-            }),
+            pinned_chain(&fx.engine, move |pinned, x| fx.site.call(pinned, f, (x,))),
         ),
         (
             "site_patch_slot0",
-            Box::new(move |mut x, n| {
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = fx.patch.call(&pinned, f, (x,));
-                }
-                x
-            }),
+            pinned_chain(&fx.engine, move |pinned, x| fx.patch.call(pinned, f, (x,))),
         ),
         (
             "site_patch_slot0_counting_misses",
-            Box::new(move |mut x, n| {
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = fx.patch_misses.call(&pinned, f, (x,));
-                }
-                x
+            pinned_chain(&fx.engine, move |pinned, x| {
+                fx.patch_misses.call(pinned, f, (x,))
             }),
         ),
         (
             "site_patch_slot0_counting_all",
-            Box::new(move |mut x, n| {
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = fx.patch_all.call(&pinned, f, (x,));
-                }
-                x
+            pinned_chain(&fx.engine, move |pinned, x| {
+                fx.patch_all.call(pinned, f, (x,))
             }),
         ),
-        (
-            "site_patch_miss",
-            Box::new(move |mut x, n| {
-                let g: Callback = black_box(t3);
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = fx.patch.call(&pinned, g, (x,));
-                }
-                x
-            }),
-        ),
-        (
-            "site_patch_miss_counted",
-            Box::new(move |mut x, n| {
-                let g: Callback = black_box(t3);
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = fx.patch_misses.call(&pinned, g, (x,));
-                }
-                x
-            }),
-        ),
-        (
-            "site_jit_miss",
-            Box::new(move |mut x, n| {
-                let g: Callback = black_box(t3);
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = fx.site.call(&pinned, g, (x,));
-                }
-                x
-            }),
-        ),
+        ("site_patch_miss", {
+            let g: Callback = black_box(t3);
+            pinned_chain(&fx.engine, move |pinned, x| fx.patch.call(pinned, g, (x,)))
+        }),
+        ("site_patch_miss_counted", {
+            let g: Callback = black_box(t3);
+            pinned_chain(&fx.engine, move |pinned, x| {
+                fx.patch_misses.call(pinned, g, (x,))
+            })
+        }),
+        ("site_jit_miss", {
+            let g: Callback = black_box(t3);
+            pinned_chain(&fx.engine, move |pinned, x| fx.site.call(pinned, g, (x,)))
+        }),
         (
             "static_jit_slot0",
-            Box::new(move |mut x, n| {
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = STATIC_JIT.call(&pinned, f, (x,));
-                }
-                x
+            pinned_chain(&fx.engine, move |pinned, x| {
+                STATIC_JIT.call(pinned, f, (x,))
             }),
         ),
         (
             "static_patch_slot0",
-            Box::new(move |mut x, n| {
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = STATIC_PATCH.call(&pinned, f, (x,));
-                }
-                x
+            pinned_chain(&fx.engine, move |pinned, x| {
+                STATIC_PATCH.call(pinned, f, (x,))
             }),
         ),
         (
             "hardened_site_jit_slot0",
-            Box::new(move |mut x, n| {
-                let pinned = fx.hardened.pin();
-                for _ in 0..n {
-                    x = fx.hardened_site.call(&pinned, f, (x,));
-                }
-                x
+            pinned_chain(&fx.hardened, move |pinned, x| {
+                fx.hardened_site.call(pinned, f, (x,))
             }),
         ),
-        (
-            "indirect_heavy_target",
-            Box::new(move |mut x, n| {
-                let h: Callback = black_box(heavy0);
-                for _ in 0..n {
-                    x = h(x);
-                }
-                x
-            }),
-        ),
-        (
-            "static_jit_slot0_heavy_target",
-            Box::new(move |mut x, n| {
-                let h: Callback = black_box(heavy0);
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = STATIC_HEAVY.call(&pinned, h, (x,));
-                }
-                x
-            }),
-        ),
-        (
-            "static_jit_miss",
-            Box::new(move |mut x, n| {
-                let g: Callback = black_box(t3);
-                let pinned = fx.engine.pin();
-                for _ in 0..n {
-                    x = STATIC_JIT.call(&pinned, g, (x,));
-                }
-                x
-            }),
-        ),
+        ("indirect_heavy_target", {
+            let h: Callback = black_box(heavy0);
+            chain(move |x| h(x))
+        }),
+        ("static_jit_slot0_heavy_target", {
+            let h: Callback = black_box(heavy0);
+            pinned_chain(&fx.engine, move |pinned, x| {
+                STATIC_HEAVY.call(pinned, h, (x,))
+            })
+        }),
+        ("static_jit_miss", {
+            let g: Callback = black_box(t3);
+            pinned_chain(&fx.engine, move |pinned, x| {
+                STATIC_JIT.call(pinned, g, (x,))
+            })
+        }),
     ];
     if let Some(p) = &fx.prefixes {
         // Called as `PatchSite::call` calls its entry, pinned.
