@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use hotcall::{Engine, collect_garbage};
+use hotcall::{Engine, EngineConfig, PolicyConfig, SiteOptions, collect_garbage};
 use hotcall_jit::Arch;
 
 type Callback = extern "C" fn(u64) -> u64;
@@ -13,6 +13,15 @@ extern "C" fn a(x: u64) -> u64 {
 }
 extern "C" fn b(x: u64) -> u64 {
     x + 2
+}
+
+/// An engine and a site whose only thunks are the ones the test promotes:
+/// no learning probe at creation and no background ticks, so that the one
+/// release `retire_one` waits for can only be the first thunk's.
+fn engine_and_site() -> (Engine, hotcall::Site<Callback>) {
+    let engine = Engine::with_config(EngineConfig::manual());
+    let site = engine.site_with::<Callback>(SiteOptions::new().policy(PolicyConfig::Off));
+    (engine, site)
 }
 
 /// Promotes `a`, then `b`, and waits until the first thunk is freed.
@@ -36,8 +45,7 @@ fn retire_one(engine: &Engine, site: &hotcall::Site<Callback>) -> (usize, usize)
 
 #[test]
 fn freed_thunk_bytes_are_traps() {
-    let engine = Engine::new();
-    let site = engine.site::<Callback>();
+    let (engine, site) = engine_and_site();
     let (entry, len) = retire_one(&engine, &site);
     // SAFETY: inside this engine's code memory; this test is the only user
     // of its engine, and nothing installs code while we read.
@@ -62,8 +70,7 @@ fn child_calls_freed_thunk() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    let engine = Engine::new();
-    let site = engine.site::<Callback>();
+    let (engine, site) = engine_and_site();
     let (entry, _) = retire_one(&engine, &site);
     eprintln!("child: calling freed thunk at {entry:#x}");
     // SAFETY: deliberately unsound — this calls freed code to show that it
