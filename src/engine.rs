@@ -10,7 +10,6 @@ use hotcall_jit::{
 };
 use hotcall_policy::publish::EntryCell;
 use hotcall_policy::{PolicyConfig, ScheduleConfig, Scheduler, SchedulerStats, TickReport};
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::pin::Pinned;
@@ -95,12 +94,16 @@ impl EngineConfig {
 }
 
 /// Engine-wide counters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct EngineStats {
     /// The host ISA, if code generation works.
     pub arch: Option<Arch>,
     /// Why code generation is off, if it is.
-    #[serde(serialize_with = "crate::error::serialize_opt_display")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::error::serialize_opt_display")
+    )]
     pub disabled: Option<Error>,
     pub code: CodeMemoryStats,
     /// The learning scheduler: ticks, sites, compiles.
@@ -108,7 +111,8 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
-    /// The statistics as JSON (the same fields).
+    /// The statistics as JSON (feature `serde`; the same fields).
+    #[cfg(feature = "serde")]
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }

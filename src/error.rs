@@ -22,6 +22,7 @@ pub enum Error {
 
 /// Serializes an optional error as its message (or `null`), for JSON
 /// statistics.
+#[cfg(feature = "serde")]
 pub(crate) fn serialize_opt_display<S: serde::Serializer, E: std::fmt::Display>(
     e: &Option<E>,
     s: S,

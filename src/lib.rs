@@ -46,6 +46,8 @@ pub mod static_entry;
 mod static_site;
 mod strategy;
 mod symbols;
+/// The benchmark call streams (feature `workloads`, on with `cli`).
+#[cfg(feature = "workloads")]
 pub mod workload;
 
 pub use engine::{Engine, EngineConfig, EngineStats, Placement};

@@ -11,7 +11,6 @@ use hotcall_policy::publish::EntryCell;
 use hotcall_policy::{
     Counting, Counts, Learner, Learning, Plan, PolicyConfig, PolicyState, SiteCounters, Step,
 };
-use serde::Serialize;
 
 use crate::engine::{EngineShared, HookStubs, Installed};
 use crate::error::Error;
@@ -20,8 +19,9 @@ use crate::signature::SiteFn;
 use crate::symbols;
 
 /// How a site currently dispatches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum SiteMode {
     /// Through its thunk.
     Thunk,
@@ -31,7 +31,8 @@ pub enum SiteMode {
 }
 
 /// One promoted slot as installed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SlotStats {
     pub target: usize,
     /// The target's symbol, where the host binary has one.
@@ -49,7 +50,8 @@ pub struct SlotStats {
 }
 
 /// A miss target the counters saw.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CandidateStats {
     pub target: usize,
     pub symbol: Option<String>,
@@ -57,7 +59,8 @@ pub struct CandidateStats {
 }
 
 /// A snapshot of a site.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SiteStats {
     pub name: Option<String>,
     pub signature: String,
@@ -89,15 +92,19 @@ pub struct SiteStats {
     /// Builds that failed (the site fell back to a plain indirect call).
     pub failures: u64,
     /// Why the last build failed, until the next success.
-    #[serde(serialize_with = "crate::error::serialize_opt_display")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::error::serialize_opt_display")
+    )]
     pub last_error: Option<Error>,
     /// Build time of the last successful build.
-    #[serde(serialize_with = "serialize_opt_duration_ns")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_opt_duration_ns"))]
     pub last_compile_time: Option<Duration>,
     /// Learning decisions taken.
     pub decisions: u64,
 }
 
+#[cfg(feature = "serde")]
 fn serialize_opt_duration_ns<S: serde::Serializer>(
     d: &Option<Duration>,
     s: S,
@@ -109,7 +116,8 @@ fn serialize_opt_duration_ns<S: serde::Serializer>(
 }
 
 impl SiteStats {
-    /// The statistics as JSON (the same fields, durations in nanoseconds).
+    /// The statistics as JSON (feature `serde`; the same fields, durations in nanoseconds).
+    #[cfg(feature = "serde")]
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }

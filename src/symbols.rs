@@ -2,15 +2,18 @@
 //! tables (through the `backtrace` crate, which reads the ELF symbols and
 //! debug info of every loaded object and handles PIE load offsets).
 //!
+//! Feature `symbols` (on with `cli`); without it no target has a name.
+//!
 //! Resolution is slow (the first lookup parses the binary) and runs only
 //! when statistics are taken, never on a call path; results are cached.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-
 /// The symbol whose code starts at or contains `addr`, demangled, with
 /// Rust's hash suffix dropped; `None` if the binary has no symbol there.
+#[cfg(feature = "symbols")]
 pub fn name_of(addr: usize) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
     static CACHE: OnceLock<Mutex<HashMap<usize, Option<String>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&addr) {
@@ -32,7 +35,13 @@ pub fn name_of(addr: usize) -> Option<String> {
     name
 }
 
-#[cfg(test)]
+/// Without the `symbols` feature: no names.
+#[cfg(not(feature = "symbols"))]
+pub fn name_of(_addr: usize) -> Option<String> {
+    None
+}
+
+#[cfg(all(test, feature = "symbols"))]
 mod tests {
     use super::*;
 

@@ -1,9 +1,8 @@
 //! Aggregated counts of one site: what the policies decide from.
 
-use serde::Serialize;
-
 /// Calls to one target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TargetCount {
     pub target: u64,
     pub count: u64,
@@ -18,7 +17,8 @@ pub struct TargetCount {
 /// `misses`. Heuristic, as in the seed: `candidates` and `catch_all`, since
 /// each thread keeps its own first-come-first-served candidate table and
 /// may discard it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Counts {
     /// Calls seen by a counting thunk's entry hook (zero under a lean thunk,
     /// which counts only misses).

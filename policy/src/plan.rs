@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use serde::Serialize;
-
 /// Most promoted targets one thunk holds (the code generator's limit too).
 pub const MAX_SLOTS: usize = 8;
 
@@ -12,8 +10,9 @@ pub const MAX_SLOTS: usize = 8;
 /// Counting costs a call into the recording hook, so a site counts
 /// everything only while it is being profiled and counts only its misses
 /// (which are slow anyway) once it is stable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Counting {
     /// Nothing: the lean thunk of a fixed site, or a plain indirect call.
     None,
@@ -40,7 +39,8 @@ impl Counting {
 /// call, nothing counted. Any other plan is a thunk, possibly with no
 /// targets: with counting, that is a *probe*, which only counts and calls
 /// the target indirectly.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Plan {
     pub targets: Vec<u64>,
     pub counting: Counting,

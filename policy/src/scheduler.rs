@@ -13,8 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::learner::Step;
 
 /// A site the scheduler drives.
@@ -56,7 +54,8 @@ impl ScheduleConfig {
 }
 
 /// What one tick did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TickReport {
     pub tick: u64,
     /// Sites visited.
@@ -71,7 +70,8 @@ pub struct TickReport {
 }
 
 /// Counters over the scheduler's life.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SchedulerStats {
     pub ticks: u64,
     pub sites: usize,

@@ -9,8 +9,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::counters::CounterConfig;
 use crate::counts::Counts;
 use crate::plan::Plan;
@@ -51,8 +49,9 @@ pub enum Decision {
 }
 
 /// Where a policy stands, for statistics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "state", rename_all = "snake_case"))]
 pub enum PolicyState {
     /// Counting every call to find the hot targets.
     Profiling,
