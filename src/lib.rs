@@ -33,31 +33,41 @@
 //! assert_eq!(site.call(&pinned, negate, (5,)), -5);
 //! ```
 
-mod abi;
+// The call path (any site), then the engine's public handle and its
+// runtime (build, publish, retire), static-stub linking, the statistics
+// shared by all sites, and each kind of site as a thin layer on those.
+mod call;
+mod config;
 mod engine;
 mod error;
+mod link;
 mod patch;
-mod pin;
-pub mod retpoline;
-mod signature;
+mod runtime;
 mod site;
-#[doc(hidden)]
-pub mod static_entry;
 mod static_site;
+mod stats;
 mod strategy;
 mod symbols;
 /// The benchmark call streams (feature `workloads`, on with `cli`).
 #[cfg(feature = "workloads")]
 pub mod workload;
 
-pub use engine::{Engine, EngineConfig, EngineStats, Placement};
+pub use call::pin::{Pinned, collect_garbage};
+pub use call::retpoline;
+pub use call::signature::{Param, Return, SiteFn};
+#[doc(hidden)]
+pub use call::static_entry;
+pub use call::static_entry::MAX_INT_PARAMS as MAX_STATIC_INT_PARAMS;
+pub use config::{EngineConfig, Placement};
+pub use engine::Engine;
 pub use error::{Error, JitError};
-pub use patch::{PatchSite, PatchSiteStats, PatchSlotStats, RetargetReport};
-pub use pin::{Pinned, collect_garbage};
-pub use signature::{Param, Return, SiteFn};
-pub use site::{CandidateStats, PromoteReport, Site, SiteMode, SiteOptions, SiteStats, SlotStats};
-pub use static_entry::MAX_INT_PARAMS as MAX_STATIC_INT_PARAMS;
-pub use static_site::{StaticMode, StaticSite, StaticSiteStats, StaticStub};
+pub use patch::PatchSite;
+pub use site::{Site, SiteOptions};
+pub use static_site::{StaticSite, StaticStub};
+pub use stats::{
+    CandidateStats, EngineStats, PatchSiteStats, PatchSlotStats, PromoteReport, RetargetReport,
+    SiteMode, SiteStats, SlotStats, StaticMode, StaticSiteStats,
+};
 pub use strategy::{Strategy, StrategySite};
 
 /// Learning: policies, counters and scheduling.
@@ -73,5 +83,5 @@ pub use hotcall_jit::{Arch, CallForm, CodeMemoryStats, ThunkSig, ValType};
 /// Items the exported macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::abi::RegFile;
+    pub use crate::call::abi::RegFile;
 }

@@ -6,199 +6,15 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hotcall_jit::{CallForm, Hooks, ThunkSig};
+use hotcall_jit::{Hooks, ThunkSig};
 use hotcall_policy::publish::EntryCell;
-use hotcall_policy::{
-    Counting, Counts, Learner, Learning, Plan, PolicyConfig, PolicyState, SiteCounters, Step,
-};
+use hotcall_policy::{Counting, Learner, Learning, Plan, PolicyConfig, SiteCounters, Step};
 
-use crate::engine::{EngineShared, HookStubs, Installed};
+use crate::call::pin::Pinned;
+use crate::call::signature::SiteFn;
 use crate::error::Error;
-use crate::pin::Pinned;
-use crate::signature::SiteFn;
-use crate::symbols;
-
-/// How a site currently dispatches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum SiteMode {
-    /// Through its thunk.
-    Thunk,
-    /// A plain indirect call: nothing promoted, demoted on purpose (bypass),
-    /// or the last build failed (see [`SiteStats::last_error`]).
-    PlainIndirect,
-}
-
-/// One promoted slot as installed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SlotStats {
-    pub target: usize,
-    /// The target's symbol, where the host binary has one.
-    pub symbol: Option<String>,
-    /// Whether the call is a true direct call or the absolute fallback.
-    pub form: CallForm,
-    /// A direct slot that jumps to its target (`jmp rel32` / `b`) after
-    /// tearing down the thunk's frame, so the target returns straight to the
-    /// caller.
-    pub tail: bool,
-    /// Calls to this slot's target: counted while the site counts every
-    /// call (this epoch), else as counted by the last profile (a lower
-    /// bound if the target was a miss then); `None` if never profiled.
-    pub hits: Option<u64>,
-}
-
-/// A miss target the counters saw.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct CandidateStats {
-    pub target: usize,
-    pub symbol: Option<String>,
-    pub count: u64,
-}
-
-/// A snapshot of a site.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SiteStats {
-    pub name: Option<String>,
-    pub signature: String,
-    pub mode: SiteMode,
-    /// The site's policy (`adaptive`, `seed`, `fixed`, `off`, ...).
-    pub policy: &'static str,
-    /// Where the policy stands.
-    pub state: PolicyState,
-    /// What the installed thunk counts.
-    pub counting: Counting,
-    /// The thunk's entry address, in [`SiteMode::Thunk`].
-    pub entry: Option<usize>,
-    /// Promoted slots, in compare order.
-    pub slots: Vec<SlotStats>,
-    /// Calls counted since the current thunk was installed (exact; zero
-    /// when only misses are counted).
-    pub calls: u64,
-    /// Misses since the current thunk was installed (exact while the thunk
-    /// counts misses or everything).
-    pub misses: u64,
-    /// Most frequent miss targets since the current thunk was installed.
-    pub candidates: Vec<CandidateStats>,
-    /// Bytes of machine code of the current thunk (its allocation is this
-    /// rounded up to 32).
-    pub code_bytes: usize,
-    /// Thunks built and published (successful builds only): every
-    /// recompile, by hand or by the policy.
-    pub publishes: u64,
-    /// Builds that failed (the site fell back to a plain indirect call).
-    pub failures: u64,
-    /// Why the last build failed, until the next success.
-    #[cfg_attr(
-        feature = "serde",
-        serde(serialize_with = "crate::error::serialize_opt_display")
-    )]
-    pub last_error: Option<Error>,
-    /// Build time of the last successful build.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_opt_duration_ns"))]
-    pub last_compile_time: Option<Duration>,
-    /// Learning decisions taken.
-    pub decisions: u64,
-}
-
-#[cfg(feature = "serde")]
-fn serialize_opt_duration_ns<S: serde::Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_some(&(d.as_nanos() as u64)),
-        None => s.serialize_none(),
-    }
-}
-
-impl SiteStats {
-    /// The statistics as JSON (feature `serde`; the same fields, durations in nanoseconds).
-    #[cfg(feature = "serde")]
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    }
-}
-
-fn describe(target: usize, symbol: &Option<String>) -> String {
-    match symbol {
-        Some(s) => format!("{s} ({target:#x})"),
-        None => format!("{target:#x}"),
-    }
-}
-
-impl fmt::Display for SiteStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "site {} {}: {} policy, {}; ",
-            self.name.as_deref().unwrap_or("<unnamed>"),
-            self.signature,
-            self.policy,
-            self.state
-        )?;
-        match self.mode {
-            SiteMode::Thunk => write!(
-                f,
-                "thunk at {:#x}, {} bytes, {} slots, counting {}",
-                self.entry.unwrap_or(0),
-                self.code_bytes,
-                self.slots.len(),
-                self.counting.name()
-            )?,
-            SiteMode::PlainIndirect => f.write_str("plain indirect call")?,
-        }
-        write!(
-            f,
-            "; {} publishes, {} failures, {} decisions",
-            self.publishes, self.failures, self.decisions
-        )?;
-        if let Some(t) = self.last_compile_time {
-            write!(f, ", last build {:.1} us", t.as_secs_f64() * 1e6)?;
-        }
-        for (i, s) in self.slots.iter().enumerate() {
-            let tail = if s.tail { ", tail jump" } else { "" };
-            let hits = s.hits.map(|h| format!(", {h} hits")).unwrap_or_default();
-            write!(
-                f,
-                "\n  slot {i}: {} ({}{tail}{hits})",
-                describe(s.target, &s.symbol),
-                s.form.name()
-            )?;
-        }
-        if self.counting != Counting::None {
-            write!(
-                f,
-                "\n  counted: {} calls, {} misses",
-                self.calls, self.misses
-            )?;
-            for c in &self.candidates {
-                write!(
-                    f,
-                    "\n  miss: {} x{}",
-                    describe(c.target, &c.symbol),
-                    c.count
-                )?;
-            }
-        }
-        if let Some(e) = &self.last_error {
-            write!(f, "\n  last error: {e}")?;
-        }
-        Ok(())
-    }
-}
-
-/// What a successful [`Site::promote`] installed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PromoteReport {
-    pub entry: usize,
-    pub slots: Vec<SlotStats>,
-    pub code_bytes: usize,
-    pub compile_time: Duration,
-}
+use crate::runtime::{EngineShared, HookStubs, Installed};
+use crate::stats::{PromoteReport, SiteMode, SiteStats, candidate_stats, slot_stats};
 
 /// Options for a new site ([`crate::Engine::site_with`]).
 #[derive(Clone, Debug, Default)]
@@ -363,11 +179,11 @@ impl<F: SiteFn> Site<F> {
     #[inline(always)]
     fn call_hardened(&self, entry: usize, target: F, args: F::Args) -> F::Ret {
         if entry == 0 {
-            crate::retpoline::call(target, args)
+            crate::call::retpoline::call(target, args)
         } else {
             // SAFETY: as in `call`: a live thunk for `F::signature()`, kept
             // alive by the caller's pin for the whole call.
-            unsafe { crate::retpoline::call_thunk(entry, target, args) }
+            unsafe { crate::call::retpoline::call_thunk(entry, target, args) }
         }
     }
 
@@ -590,14 +406,14 @@ impl SiteCore {
     /// engine's miss stub if `entry` is 0 or out of the stub's reach (a
     /// plain indirect call: correct, only slower; the error is recorded).
     fn aim_static_stub(&self, published: &mut Published, field: usize, entry: usize) {
-        let miss = crate::static_entry::miss_stub(self.engine.hardened);
+        let miss = crate::call::static_entry::miss_stub(self.engine.hardened);
         if entry != 0 {
-            match crate::static_site::aim_stub_field(field, entry) {
+            match crate::link::aim_stub_field(field, entry) {
                 Ok(()) => return,
                 Err(e) => published.last_error = Some(e),
             }
         }
-        crate::static_site::aim_stub_field(field, miss)
+        crate::link::aim_stub_field(field, miss)
             .expect("the miss stub was in reach when the stub was attached");
     }
 
@@ -606,13 +422,13 @@ impl SiteCore {
     pub(crate) fn attach_static_stub(&self, field: usize) -> Result<(), Error> {
         let mut inner = self.lock();
         let published = &mut inner.published;
-        crate::static_site::check_stub_reach(
+        crate::link::check_stub_reach(
             field,
-            crate::static_entry::miss_stub(self.engine.hardened),
+            crate::call::static_entry::miss_stub(self.engine.hardened),
         )?;
         let entry = published.current.as_ref().map_or(0, |i| i.code.entry());
         if entry != 0 {
-            crate::static_site::check_stub_reach(field, entry)?;
+            crate::link::check_stub_reach(field, entry)?;
         }
         self.aim_static_stub(published, field, entry);
         published.static_stub = Some(field);
@@ -679,38 +495,6 @@ impl Learning for SiteCore {
             self.install(published, p).map_err(|e| e.to_string())
         })
     }
-}
-
-/// Candidates shown in statistics.
-const SHOWN_CANDIDATES: usize = 8;
-
-fn candidate_stats(counts: &Counts) -> Vec<CandidateStats> {
-    counts
-        .candidates
-        .iter()
-        .take(SHOWN_CANDIDATES)
-        .map(|c| CandidateStats {
-            target: c.target as usize,
-            symbol: symbols::name_of(c.target as usize),
-            count: c.count,
-        })
-        .collect()
-}
-
-type HitsOf<'a> = &'a dyn Fn(usize, u64) -> Option<u64>;
-
-pub(crate) fn slot_stats(i: &Installed, hits: Option<HitsOf<'_>>) -> Vec<SlotStats> {
-    i.slots
-        .iter()
-        .enumerate()
-        .map(|(k, s)| SlotStats {
-            target: s.target as usize,
-            symbol: symbols::name_of(s.target as usize),
-            form: s.form,
-            tail: s.tail,
-            hits: hits.and_then(|h| h(k, s.target)),
-        })
-        .collect()
 }
 
 impl Drop for SiteCore {

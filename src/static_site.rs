@@ -20,20 +20,22 @@
 //! republishes, because a caller that went through the stub just before may
 //! still be inside it.
 
-use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hotcall_jit::{Arch, BranchKind, JitError, text_patch};
+use hotcall_jit::{Arch, text_patch};
 
-use crate::engine::{Engine, EngineShared, Installed};
+use crate::call::pin::Pinned;
+use crate::call::signature::SiteFn;
+use crate::call::static_entry::miss_stub;
+use crate::engine::Engine;
 use crate::error::Error;
-use crate::patch::{PatchSite, PatchSiteStats, RetargetReport};
-use crate::pin::Pinned;
-use crate::signature::SiteFn;
-use crate::site::{PromoteReport, Site, SiteStats, SlotStats};
-use crate::static_entry::miss_stub;
+use crate::link::{aim_stub_field, branch_field, check_stub_reach};
+use crate::patch::PatchSite;
+use crate::runtime::{EngineShared, Installed};
+use crate::site::Site;
+use crate::stats::{PromoteReport, RetargetReport, StaticMode, StaticSiteStats, slot_stats};
 
 /// A static site's entry stub, implemented by [`crate::static_site!`].
 ///
@@ -68,91 +70,12 @@ struct StaticState<F: SiteFn> {
     stub_writes: u64,
 }
 
-/// How a static site dispatches now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StaticMode {
-    Unbound,
-    Indirect,
-    Jit {
-        entry: usize,
-        slots: Vec<SlotStats>,
-    },
-    /// A learning JIT site ([`StaticSite::use_jit`]).
-    Learning(Box<SiteStats>),
-    Patch(PatchSiteStats),
-}
-
-/// A snapshot of a static site.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StaticSiteStats {
-    pub name: &'static str,
-    /// The stub's address.
-    pub stub: usize,
-    /// Where the stub jumps now.
-    pub jumps_to: usize,
-    pub mode: StaticMode,
-    /// Stores into the stub by the static site so far (a learning Patch
-    /// site also moves it between its entries).
-    pub stub_writes: u64,
-}
-
-impl fmt::Display for StaticSiteStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "static site {}: stub at {:#x} jumps to {:#x}, {} stub writes; ",
-            self.name, self.stub, self.jumps_to, self.stub_writes
-        )?;
-        match &self.mode {
-            StaticMode::Unbound => f.write_str("unbound (hardened miss stub)"),
-            StaticMode::Indirect => f.write_str("indirect (miss stub)"),
-            StaticMode::Jit { entry, slots } => {
-                write!(f, "JIT thunk at {entry:#x}, {} slots", slots.len())
-            }
-            StaticMode::Learning(s) => write!(f, "learning JIT site\n  {s}"),
-            StaticMode::Patch(p) => write!(f, "Patch thunk\n  {p}"),
-        }
-    }
-}
-
 /// A dispatch site declared with [`crate::static_site!`]; see the module
 /// docs. `S` is the macro-generated stub.
 pub struct StaticSite<F: SiteFn, S: StaticStub<F>> {
     name: &'static str,
     state: Mutex<StaticState<F>>,
     _stub: PhantomData<fn() -> S>,
-}
-
-/// The address of the stub's branch word.
-fn branch_field(stub: usize) -> Result<usize, JitError> {
-    match Arch::host() {
-        Some(Arch::X86_64) => {
-            use hotcall_jit::isa::x86_64::patch::{STUB_FIELD_OFFSET, STUB_PREFIX};
-            let block = stub.next_multiple_of(8);
-            // SAFETY: the stub is a function of this binary; its bytes are
-            // mapped readable (and 12 bytes long at most).
-            let prefix = unsafe { std::slice::from_raw_parts(block as *const u8, 4) };
-            if prefix != STUB_PREFIX {
-                return Err(JitError::Map(format!(
-                    "{stub:#x} is not a static entry stub (bytes {prefix:02x?})"
-                )));
-            }
-            Ok(block + STUB_FIELD_OFFSET as usize)
-        }
-        Some(Arch::Aarch64) => {
-            use hotcall_jit::isa::aarch64::patch::{B, branch_opcode};
-            if branch_opcode(text_patch::load_u32(stub)) != Some(B) {
-                return Err(JitError::Map(format!(
-                    "{stub:#x} is not a static entry stub"
-                )));
-            }
-            Ok(stub)
-        }
-        None => Err(JitError::Isa(
-            "host",
-            "no static entries on this ISA".into(),
-        )),
-    }
 }
 
 impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
@@ -281,7 +204,7 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
         }
         let report = PromoteReport {
             entry: installed.code.entry(),
-            slots: crate::site::slot_stats(&installed, None),
+            slots: slot_stats(&installed, None),
             code_bytes: installed.code_bytes,
             compile_time: installed.compile_time,
         };
@@ -388,7 +311,7 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
                 Mode::Indirect => StaticMode::Indirect,
                 Mode::Jit(i) => StaticMode::Jit {
                     entry: i.code.entry(),
-                    slots: crate::site::slot_stats(i, None),
+                    slots: slot_stats(i, None),
                 },
                 Mode::Learning(site) => StaticMode::Learning(Box::new(site.stats())),
                 Mode::Patch(site) => StaticMode::Patch(site.stats()),
@@ -396,38 +319,4 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
             stub_writes: state.stub_writes,
         }
     }
-}
-
-/// Checks that the stub branch word at `field` can go to `target`.
-pub(crate) fn check_stub_reach(field: usize, target: usize) -> Result<(), Error> {
-    let backend = Arch::host()
-        .ok_or_else(|| JitError::Isa("host", "no static entries on this ISA".into()))?
-        .backend();
-    backend.encode_branch(BranchKind::Jump, field as u64, target as u64)?;
-    Ok(())
-}
-
-/// Aims the static stub whose branch word is at `field` (made patchable)
-/// at `target`: one aligned 32-bit store. Fails, leaving the stub as it
-/// was, if the target is out of direct-branch reach.
-pub(crate) fn aim_stub_field(field: usize, target: usize) -> Result<(), Error> {
-    let backend = Arch::host()
-        .ok_or_else(|| JitError::Isa("host", "no static entries on this ISA".into()))?
-        .backend();
-    let word = backend.encode_branch(BranchKind::Jump, field as u64, target as u64)?;
-    // SAFETY: the field is a static stub's `jmp rel32` displacement / `B`
-    // word, made patchable, aligned (`branch_field`); both the old and the
-    // new target are complete code for the stub's thunk ABI (a thunk, a
-    // Patch thunk or its counting entry, or a miss stub) that stays alive
-    // until a grace period after it is replaced (the callers retire it),
-    // so any thread that executes either word is correct. One aligned
-    // store: see docs/patching.md for the architecture rules.
-    unsafe { text_patch::store_u32(field, word)? };
-    // A core may still hold the old stub word; before the old target can
-    // be freed, every core must have serialized. x86-64 instruction fetch
-    // snoops stores; on aarch64 this is required.
-    if cfg!(target_arch = "aarch64") {
-        hotcall_jit::coherence::serialize_all_cores();
-    }
-    Ok(())
 }

@@ -11,11 +11,11 @@
 //!
 //! `docs/strategies.md` has the measurements behind the last column.
 
+use crate::call::pin::Pinned;
+use crate::call::signature::SiteFn;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::patch::PatchSite;
-use crate::pin::Pinned;
-use crate::signature::SiteFn;
 use crate::site::Site;
 
 /// How a site dispatches.
@@ -83,7 +83,7 @@ impl<F: SiteFn> StrategySite<F> {
     pub fn call(&self, pinned: &Pinned, target: F, args: F::Args) -> F::Ret {
         match self {
             StrategySite::Indirect => target.call_indirect(args),
-            StrategySite::Retpoline => crate::retpoline::call(target, args),
+            StrategySite::Retpoline => crate::call::retpoline::call(target, args),
             StrategySite::Jit(site) => site.call(pinned, target, args),
             StrategySite::Patch(site) => site.call(pinned, target, args),
         }

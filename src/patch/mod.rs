@@ -49,7 +49,6 @@
 
 mod fit;
 mod site_core;
-mod stats;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -63,12 +62,12 @@ use hotcall_jit::{Arch, JitError, ThunkSig};
 use hotcall_policy::PolicyConfig;
 
 use self::site_core::PatchCore;
-pub use self::stats::{PatchSiteStats, PatchSlotStats, RetargetReport};
+use crate::call::pin::Pinned;
+use crate::call::signature::SiteFn;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::pin::Pinned;
-use crate::signature::SiteFn;
 use crate::site::SiteOptions;
+use crate::stats::{PatchSiteStats, RetargetReport};
 
 /// One compiler per hardening setting for the whole process: templates do
 /// not depend on where they are placed, so every engine shares them.
@@ -189,10 +188,10 @@ impl<F: SiteFn> PatchSite<F> {
     #[inline(always)]
     fn call_hardened(&self, entry: usize, target: F, args: F::Args) -> F::Ret {
         if entry == 0 {
-            return crate::retpoline::call(target, args);
+            return crate::call::retpoline::call(target, args);
         }
         // SAFETY: as in `call`, through the retpoline.
-        unsafe { crate::retpoline::call_thunk(entry, target, args) }
+        unsafe { crate::call::retpoline::call_thunk(entry, target, args) }
     }
 
     /// Promotes `targets` by hand (at most its slot count, in compare

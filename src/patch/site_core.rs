@@ -12,10 +12,10 @@ use hotcall_policy::{
 };
 
 use super::fit::{Fitted, Reach};
-use super::stats::{PatchSiteStats, PatchSlotStats, RetargetReport};
-use crate::engine::{EngineShared, HookStubs};
 use crate::error::Error;
-use crate::site::{CandidateStats, SiteOptions};
+use crate::runtime::{EngineShared, HookStubs};
+use crate::site::SiteOptions;
+use crate::stats::{CandidateStats, PatchSiteStats, PatchSlotStats, RetargetReport};
 use crate::symbols;
 
 /// A grace period in progress: set by an epoch-deferred closure once every
@@ -361,11 +361,11 @@ impl PatchCore {
         self.entry.store(entry, Ordering::Release);
         if let Some(field) = site.static_stub {
             let to = if entry == 0 {
-                crate::static_entry::miss_stub(self.engine.hardened)
+                crate::call::static_entry::miss_stub(self.engine.hardened)
             } else {
                 entry
             };
-            crate::static_site::aim_stub_field(field, to)
+            crate::link::aim_stub_field(field, to)
                 .expect("the stub reached the thunk when it was attached");
         }
     }
@@ -380,12 +380,12 @@ impl PatchCore {
         for to in [
             Some(thunk.entry()),
             thunk.counting_entry(),
-            Some(crate::static_entry::miss_stub(self.engine.hardened)),
+            Some(crate::call::static_entry::miss_stub(self.engine.hardened)),
         ]
         .into_iter()
         .flatten()
         {
-            crate::static_site::check_stub_reach(field, to)?;
+            crate::link::check_stub_reach(field, to)?;
         }
         site.static_stub = Some(field);
         let entry = self.entry.load(Ordering::Relaxed);

@@ -10,10 +10,10 @@
 //! in x16).
 //!
 //! Both calls below are direct `call`/`bl`s made from `asm!` with the C ABI
-//! placed by hand (`crate::abi`).
+//! placed by hand (`crate::call::abi`).
 
-use crate::abi::RegFile;
-use crate::signature::{Return, SiteFn};
+use crate::call::abi::RegFile;
+use crate::call::signature::{Return, SiteFn};
 
 /// `target(args)` through the retpoline: what a retpoline-hardened
 /// compiler makes of a plain indirect call.

@@ -172,7 +172,7 @@ pub trait SiteFn: sealed::Sealed + Copy + Send + Sync + 'static {
     /// floats each in order (how the C ABI assigns registers), for
     /// hotcall's own `asm!` calls.
     #[doc(hidden)]
-    fn pack(args: Self::Args, regs: &mut crate::abi::RegFile);
+    fn pack(args: Self::Args, regs: &mut crate::call::abi::RegFile);
 
     /// The signature the thunk compiler needs.
     fn signature() -> ThunkSig {
@@ -205,7 +205,7 @@ macro_rules! impl_site_fn {
             const RET: Option<ValType> = <R as Return>::TYPE;
 
             #[inline(always)]
-            fn pack(($($a,)*): Self::Args, regs: &mut crate::abi::RegFile) {
+            fn pack(($($a,)*): Self::Args, regs: &mut crate::call::abi::RegFile) {
                 let _ = &regs;
                 $(regs.push(const { <$A as Param>::TYPE.is_float() }, $a.to_reg());)*
             }
