@@ -11,6 +11,7 @@ use crate::call::pin::Pinned;
 use crate::call::signature::SiteFn;
 use crate::config::EngineConfig;
 use crate::error::Error;
+use crate::patch::PatchSite;
 use crate::runtime::{Codegen, EngineShared};
 use crate::site::{Site, SiteOptions};
 use crate::stats::EngineStats;
@@ -62,6 +63,36 @@ impl Engine {
     /// A new site with a name and a policy of its own.
     pub fn site_with<F: SiteFn>(&self, options: SiteOptions) -> Site<F> {
         Site::new(Arc::clone(&self.shared), options)
+    }
+
+    /// A new Patch site for `F` with `slots` slots (1 to 8), all disabled,
+    /// that learns with the engine's policy, as [`Engine::site`] does. With
+    /// the default policy it starts by counting every call and the
+    /// scheduler promotes what it finds; [`PatchSite::retarget`] sets the
+    /// targets by hand instead. Compiles the template for (signature, slot
+    /// count) on first use in the process; later sites of that shape copy
+    /// it.
+    pub fn patch_site<F: SiteFn>(&self, slots: usize) -> Result<PatchSite<F>, Error> {
+        self.patch_site_with(slots, SiteOptions::default())
+    }
+
+    /// [`Engine::patch_site`] with a name shown in its statistics.
+    pub fn named_patch_site<F: SiteFn>(
+        &self,
+        name: impl Into<String>,
+        slots: usize,
+    ) -> Result<PatchSite<F>, Error> {
+        self.patch_site_with(slots, SiteOptions::default().name(name))
+    }
+
+    /// [`Engine::patch_site`] with a name and a policy of its own
+    /// ([`SiteOptions`]). The policy is fitted to the slot count (see `PatchSite`).
+    pub fn patch_site_with<F: SiteFn>(
+        &self,
+        slots: usize,
+        options: SiteOptions,
+    ) -> Result<PatchSite<F>, Error> {
+        PatchSite::new(Arc::clone(&self.shared), slots, options)
     }
 
     /// One learning round, synchronously: every site aggregates its

@@ -64,8 +64,8 @@ use hotcall_policy::PolicyConfig;
 use self::site_core::PatchCore;
 use crate::call::pin::Pinned;
 use crate::call::signature::SiteFn;
-use crate::engine::Engine;
 use crate::error::Error;
+use crate::runtime::EngineShared;
 use crate::site::SiteOptions;
 use crate::stats::{PatchSiteStats, RetargetReport};
 
@@ -120,45 +120,21 @@ impl<F: SiteFn> Clone for PatchSite<F> {
     }
 }
 
-impl Engine {
-    /// A new Patch site for `F` with `slots` slots (1 to 8), all disabled,
-    /// that learns with the engine's policy, as [`Engine::site`] does. With
-    /// the default policy it starts by counting every call and the
-    /// scheduler promotes what it finds; [`PatchSite::retarget`] sets the
-    /// targets by hand instead. Compiles the template for (signature, slot
-    /// count) on first use in the process; later sites of that shape copy
-    /// it.
-    pub fn patch_site<F: SiteFn>(&self, slots: usize) -> Result<PatchSite<F>, Error> {
-        self.patch_site_with(slots, SiteOptions::default())
-    }
-
-    /// [`Engine::patch_site`] with a name shown in its statistics.
-    pub fn named_patch_site<F: SiteFn>(
-        &self,
-        name: impl Into<String>,
-        slots: usize,
-    ) -> Result<PatchSite<F>, Error> {
-        self.patch_site_with(slots, SiteOptions::default().name(name))
-    }
-
-    /// [`Engine::patch_site`] with a name and a policy of its own
-    /// ([`SiteOptions`]). The policy is fitted to the slot count (see the
-    /// module docs).
-    pub fn patch_site_with<F: SiteFn>(
-        &self,
+impl<F: SiteFn> PatchSite<F> {
+    /// See [`Engine::patch_site_with`](crate::Engine::patch_site_with).
+    pub(crate) fn new(
+        engine: Arc<EngineShared>,
         slots: usize,
         options: SiteOptions,
-    ) -> Result<PatchSite<F>, Error> {
-        let core = PatchCore::new(Arc::clone(&self.shared), F::signature(), slots, options)?;
+    ) -> Result<Self, Error> {
+        let core = PatchCore::new(engine, F::signature(), slots, options)?;
         Ok(PatchSite {
             hardened: core.hardened(),
             core,
             _fn: PhantomData,
         })
     }
-}
 
-impl<F: SiteFn> PatchSite<F> {
     /// Calls `target` with `args` through the site's thunk (or, in a
     /// bypass, directly).
     ///
