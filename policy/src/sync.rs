@@ -1,6 +1,6 @@
-//! The atomics of the publish/retire protocol: std's in a normal build,
-//! loom's under `--cfg loom`, so the code that runs in the engine is the
-//! code the loom model checks (`tests/loom_publish.rs`).
+//! The atomics of the publication protocols (`crate::publish`): std's in a
+//! normal build, loom's under `--cfg loom`, so the code that runs in the
+//! engine is the code the loom model checks (`tests/loom_publish.rs`).
 //!
 //! crossbeam-epoch switches to loom by itself under `--cfg crossbeam_loom`
 //! (with its `loom` feature, which this crate turns on under `cfg(loom)`);
@@ -13,6 +13,6 @@ compile_error!(
 );
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

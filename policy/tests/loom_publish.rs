@@ -35,7 +35,7 @@
 
 use std::process::Command;
 
-use hotcall_policy::publish::{EntryCell, retire};
+use hotcall_policy::publish::{EntryCell, GracePeriod, Retarget, SlotTable, collect, retire};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
@@ -219,15 +219,23 @@ fn model(variant: Variant, tally: &Tally) {
 }
 
 fn check(variant: Variant) -> Seen {
+    explore(move |tally| model(variant, tally))
+}
+
+/// Runs `model` in every interleaving loom explores and returns what the
+/// executions tallied.
+fn explore<S: Default + Send + 'static>(
+    model: impl Fn(&std::sync::Arc<std::sync::Mutex<S>>) + Sync + Send + 'static,
+) -> S {
     let mut builder = loom::model::Builder::new();
     // Every interleaving with up to this many preemptions (loom's own
     // default is unbounded; LOOM_MAX_PREEMPTIONS overrides this).
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(PREEMPTIONS);
     }
-    let tally = Tally::default();
+    let tally = std::sync::Arc::new(std::sync::Mutex::new(S::default()));
     let counted = tally.clone();
-    builder.check(move || model(variant, &counted));
+    builder.check(move || model(&counted));
     std::mem::take(&mut *tally.lock().unwrap())
 }
 
@@ -285,7 +293,11 @@ fn expect_caught(control: &str) -> String {
     );
     let report = stderr
         .lines()
-        .find(|l| l.contains("ran freed (poisoned) code") || l.contains("Causality violation"))
+        .find(|l| {
+            l.contains("ran freed (poisoned) code")
+                || l.contains("branched to a target other than")
+                || l.contains("Causality violation")
+        })
         .unwrap_or_else(|| panic!("{control} failed, but not with a use-after-free:\n{stderr}"));
     report.to_string()
 }
@@ -299,5 +311,281 @@ fn without_the_grace_period_loom_finds_a_caller_in_freed_code() {
 #[test]
 fn unpinning_before_the_target_returns_is_caught() {
     let report = expect_caught("control_unpin_before_return");
+    eprintln!("caught: {report}");
+}
+
+// The Patch sequence (`hotcall_policy::publish::Retarget`).
+//
+// One slot of a Patch thunk: a table word (a loom atomic, stored with
+// SeqCst as the code memory's `store_u64` does) and a branch (a loom
+// `UnsafeCell` written non-atomically, as a branch patch is). It starts
+// enabled for A, set up through `Retarget` itself before the caller
+// exists. A caller thread pins, loads the table word and, if the slot is
+// enabled, "takes the branch": reads the branch cell and asserts that it
+// goes where the compare said. The writer (the main thread) retargets the
+// slot through `Retarget` and polls for completion (`collect` then
+// `complete`) while the caller runs, joins it, then polls until the slot
+// is enabled for its last target. loom reports a branch that disagrees
+// with the table word the caller read (the assertion) and a branch read
+// unordered with a patch (a causality violation: the patch rewrote code a
+// caller could still be executing).
+//
+// Serializing the cores is a no-op in the model: what it stands for on
+// hardware (no core executes stale instruction bytes) loom cannot see; the
+// model checks the ordering around it (patch, then enable with a store the
+// caller's load synchronizes with, and no patch while a caller may be
+// between its compare and its branch).
+//
+// Negative controls, as for the entry: the same caller against a writer
+// that patches right after the disable (no grace period), or enables the
+// new target before patching its branch. Each must be caught.
+
+const DISABLED: usize = usize::MAX;
+/// The targets, and where a fresh slot's branch goes (the trap gap).
+const TRAP: usize = 0x7;
+const T_A: usize = 0xa0;
+const T_B: usize = 0xb0;
+const T_C: usize = 0xc0;
+
+struct FakeSlot {
+    table: loom::sync::atomic::AtomicUsize,
+    branch: UnsafeCell<usize>,
+}
+
+// SAFETY: `branch` is shared between the model's threads on purpose, as
+// `FakeCode::bytes` is: loom checks every access for a concurrent write.
+unsafe impl Sync for FakeSlot {}
+
+impl SlotTable for FakeSlot {
+    fn disable(&self, _slot: usize) {
+        self.table.store(DISABLED, Ordering::SeqCst);
+    }
+
+    unsafe fn patch(&self, _slot: usize, target: usize) {
+        // SAFETY: a loom cell: loom checks that no read is concurrent with
+        // this write (the property under test), and panics if one is.
+        self.branch.with_mut(|p| unsafe { *p = target });
+    }
+
+    fn serialize(&self) -> bool {
+        true
+    }
+
+    unsafe fn enable(&self, _slot: usize, target: usize) {
+        self.table.store(target, Ordering::SeqCst);
+    }
+}
+
+impl FakeSlot {
+    /// The caller: pinned across its compare and its branch.
+    fn call(&self) -> usize {
+        let handle = crossbeam_epoch::default_collector().register();
+        let guard = handle.pin();
+        let word = self.table.load(Ordering::Acquire);
+        if word != DISABLED {
+            // SAFETY: a loom cell: loom checks this read against every
+            // write.
+            let branch = self.branch.with(|p| unsafe { *p });
+            assert_eq!(
+                branch, word,
+                "a caller compared equal with {word:#x} and branched to a target other than it"
+            );
+        }
+        drop(guard);
+        drop(handle);
+        word
+    }
+
+    fn branch(&self) -> usize {
+        // SAFETY: a loom cell, read after the caller was joined.
+        self.branch.with(|p| unsafe { *p })
+    }
+}
+
+/// What the writer does while the caller runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Writer {
+    /// One retarget A -> B through `Retarget`, polled twice.
+    Retarget,
+    /// A -> B, polled once, then -> C at once, polled twice: the slot is
+    /// retargeted again while it waits (it keeps its grace period) or just
+    /// after B completed.
+    TwoRetargets,
+    /// By hand: disable, patch, enable, no grace period.
+    PatchBeforeGrace,
+    /// By hand: disable, grace period, enable B, then patch.
+    EnableBeforePatch,
+}
+
+#[derive(Default, Debug)]
+struct PatchSeen {
+    executions: u64,
+    /// The caller found the slot enabled for A, B or C.
+    took_a: u64,
+    took_b: u64,
+    took_c: u64,
+    /// The caller found A and a patch completed before it was joined: a
+    /// patch that ignored the caller would have shown.
+    patched_while_caller_alive: u64,
+}
+
+/// Polls like `PatchSite::poll`: help the epoch, then complete what is due.
+fn poll(retarget: &mut Retarget, slot: &FakeSlot) -> bool {
+    collect();
+    // SAFETY: `slot` is the table `retarget` was made for, changed only
+    // through it; the caller pins across its compare and branch.
+    unsafe { retarget.complete(slot) }
+}
+
+fn patch_model(writer: Writer, tally: &std::sync::Arc<std::sync::Mutex<PatchSeen>>) {
+    let slot = Arc::new(FakeSlot {
+        table: loom::sync::atomic::AtomicUsize::new(DISABLED),
+        branch: UnsafeCell::new(TRAP),
+    });
+    let mut retarget = Retarget::new(1);
+    // Set up slot 0 enabled for A (one thread: no interleavings yet).
+    // SAFETY: as in `poll`.
+    let first = unsafe { retarget.retarget(&*slot, &[T_A]) };
+    assert_eq!(first.pending, 1);
+    let mut setup_polls = 0;
+    while !poll(&mut retarget, &slot) {
+        setup_polls += 1;
+        assert!(setup_polls < 16, "the setup's grace period never passed");
+    }
+    let patches_before = retarget.patches();
+
+    let caller = {
+        let slot = Arc::clone(&slot);
+        thread::spawn(move || slot.call())
+    };
+
+    let last = match writer {
+        Writer::Retarget => {
+            // SAFETY: as in `poll`.
+            let r = unsafe { retarget.retarget(&*slot, &[T_B]) };
+            assert_eq!((r.pending, r.enabled_now), (1, 0));
+            poll(&mut retarget, &slot);
+            poll(&mut retarget, &slot);
+            T_B
+        }
+        Writer::TwoRetargets => {
+            // SAFETY: as in `poll`.
+            unsafe { retarget.retarget(&*slot, &[T_B]) };
+            poll(&mut retarget, &slot);
+            // SAFETY: as in `poll`.
+            let r = unsafe { retarget.retarget(&*slot, &[T_C]) };
+            assert_eq!(r.pending, 1);
+            poll(&mut retarget, &slot);
+            poll(&mut retarget, &slot);
+            T_C
+        }
+        Writer::PatchBeforeGrace => {
+            slot.disable(0);
+            // SAFETY: deliberately broken (no grace period): loom's cell
+            // panics on the concurrent access instead of letting it race.
+            unsafe { slot.patch(0, T_B) };
+            slot.serialize();
+            // SAFETY: the branch goes to B.
+            unsafe { slot.enable(0, T_B) };
+            T_B
+        }
+        Writer::EnableBeforePatch => {
+            slot.disable(0);
+            let grace = GracePeriod::start();
+            // SAFETY: deliberately broken (the branch still goes to A):
+            // the caller's assertion reports it.
+            unsafe { slot.enable(0, T_B) };
+            collect();
+            if grace.has_passed() {
+                // SAFETY: deliberately late, but after the grace period.
+                unsafe { slot.patch(0, T_B) };
+            }
+            T_B
+        }
+    };
+    let patched_before_join = retarget.patches() > patches_before;
+
+    let word = caller.join().unwrap();
+
+    if matches!(writer, Writer::Retarget | Writer::TwoRetargets) {
+        for _ in 0..FINAL_SWEEPS {
+            poll(&mut retarget, &slot);
+        }
+        assert!(!retarget.is_pending(), "the retarget never completed");
+        let state = retarget.slot(0);
+        assert_eq!(
+            (state.wanted, state.enabled, state.branch),
+            (Some(last), Some(last), Some(last))
+        );
+        assert_eq!(slot.branch(), last);
+        assert_eq!(slot.table.load(Ordering::Acquire), last);
+        // Polling a completed slot again patches nothing.
+        let patches = retarget.patches();
+        assert!(!poll(&mut retarget, &slot));
+        assert_eq!(retarget.patches(), patches);
+    }
+
+    let mut seen = tally.lock().unwrap();
+    seen.executions += 1;
+    match word {
+        T_A => {
+            seen.took_a += 1;
+            if patched_before_join {
+                seen.patched_while_caller_alive += 1;
+            }
+        }
+        T_B => seen.took_b += 1,
+        T_C => seen.took_c += 1,
+        _ => {}
+    }
+}
+
+fn check_patch(writer: Writer) -> PatchSeen {
+    explore(move |tally| patch_model(writer, tally))
+}
+
+#[test]
+fn a_caller_never_branches_where_its_compare_did_not_say_during_a_retarget() {
+    let seen = check_patch(Writer::Retarget);
+    eprintln!("{seen:?}");
+    assert!(
+        seen.patched_while_caller_alive > 0,
+        "no execution patched the branch while a caller that compared equal with A was alive: {seen:?}"
+    );
+    assert!(
+        seen.took_b > 0,
+        "no caller ever took the new target: {seen:?}"
+    );
+}
+
+#[test]
+fn two_quick_retargets_of_one_slot_never_mislead_a_caller() {
+    let seen = check_patch(Writer::TwoRetargets);
+    eprintln!("{seen:?}");
+    assert!(seen.patched_while_caller_alive > 0, "{seen:?}");
+    assert!(seen.took_c > 0, "{seen:?}");
+}
+
+#[test]
+#[ignore = "negative control: run in a child process by `patching_before_the_grace_period_is_caught`"]
+fn control_patch_before_grace() {
+    check_patch(Writer::PatchBeforeGrace);
+}
+
+#[test]
+#[ignore = "negative control: run in a child process by `enabling_before_the_patch_is_caught`"]
+fn control_enable_before_patch() {
+    check_patch(Writer::EnableBeforePatch);
+}
+
+#[test]
+fn patching_before_the_grace_period_is_caught() {
+    let report = expect_caught("control_patch_before_grace");
+    eprintln!("caught: {report}");
+}
+
+#[test]
+fn enabling_before_the_patch_is_caught() {
+    let report = expect_caught("control_enable_before_patch");
     eprintln!("caught: {report}");
 }

@@ -3,15 +3,17 @@
 //!
 //! The thunk (`hotcall_jit::patch`) compares the incoming target against
 //! aligned 8-byte *table words* and exits each slot through one direct
-//! branch word. Retargeting runs this protocol (docs/patching.md has the
-//! architecture rules behind each step):
+//! branch word. Retargeting runs this protocol, which
+//! `hotcall_policy::publish::Retarget` encodes (this site only performs
+//! its steps on the thunk; the loom model `policy/tests/loom_publish.rs`
+//! checks it) and docs/patching.md explains step by step:
 //!
 //! 1. **disable** every slot whose target changes: store `DISABLED` (no
 //!    function has that address) in its table word. Calls that load the
 //!    word from now on fall through to the next compare or the miss path,
 //!    which is always correct;
-//! 2. **grace period**: `crossbeam_epoch` defers a closure that only sets a
-//!    flag. It runs once every thread pinned at the time of step 1 has
+//! 2. **grace period** (`hotcall_policy::publish::GracePeriod`): an
+//!    epoch-deferred closure that only sets a flag. It runs once every thread pinned at the time of step 1 has
 //!    unpinned, so no thread can still be between loading the old table
 //!    word and taking the old branch. `retarget` returns here: it never
 //!    waits, and callers never block;
@@ -143,9 +145,10 @@ impl<F: SiteFn> PatchSite<F> {
     /// branch agree for this call.
     #[inline(always)]
     pub fn call(&self, pinned: &Pinned, target: F, args: F::Args) -> F::Ret {
-        let _ = pinned;
-        // Acquire pairs with the Release that published the entry.
-        let entry = self.core.entry.load(std::sync::atomic::Ordering::Acquire);
+        // Acquire (`EntryCell::load`) pairs with the Release that published
+        // the entry; taking the guard makes "pinned before loading" a type
+        // requirement, as for `Site::call`.
+        let entry = self.core.entry.load(pinned.guard());
         if self.hardened {
             return self.call_hardened(entry, target, args);
         }

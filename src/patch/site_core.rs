@@ -2,11 +2,11 @@
 //! protocol, counting, and learning (the scheduler drives it as it drives
 //! JIT sites).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hotcall_jit::patch::{MissExit, PatchThunk};
 use hotcall_jit::{JitError, ThunkCompiler, ThunkSig};
+use hotcall_policy::publish::{self, EntryCell, Retarget, SlotTable};
 use hotcall_policy::{
     CounterConfig, Counting, Learner, Learning, Plan, PolicyConfig, SiteCounters, Step,
 };
@@ -18,25 +18,12 @@ use crate::site::SiteOptions;
 use crate::stats::{CandidateStats, PatchSiteStats, PatchSlotStats, RetargetReport};
 use crate::symbols;
 
-/// A grace period in progress: set by an epoch-deferred closure once every
-/// thread pinned when it was started has unpinned.
-type Grace = Arc<AtomicBool>;
-
 /// The slots, what the thunk counts, and the site's statistics.
 struct SiteState {
-    /// The target each slot should promote.
-    wanted: Vec<Option<usize>>,
-    /// What each slot's table word holds (`None`: `DISABLED`).
-    enabled: Vec<Option<usize>>,
-    /// Where each slot's branch goes (`None`: the trap gap). Updated only
-    /// after the cores were serialized, so `enabled[k] == Some(t)` implies
-    /// `branch[k] == Some(t)`.
-    branch: Vec<Option<usize>>,
-    /// For each slot waiting to be patched, the grace period that started
-    /// after it was disabled. A slot retargeted again while it waits keeps
-    /// its grace period (it has been disabled since before it started), so
-    /// frequent retargets cannot starve completions.
-    grace: Vec<Option<Grace>>,
+    /// The slots' retarget protocol (`hotcall_policy::publish::Retarget`):
+    /// what each wants, holds and branches to, and the grace periods
+    /// waiting slots wait for.
+    slots: Retarget,
     /// What the thunk counts now, and whether it is bypassed.
     counting: Counting,
     bypass: bool,
@@ -50,16 +37,12 @@ struct SiteState {
     /// retarget by hand installs its plan without building a new policy
     /// (a `Fixed` policy only ever keeps what was installed).
     by_hand: bool,
-    retargets: u64,
-    patches: u64,
-    completions: u64,
-    serialized: bool,
 }
 
 impl SiteState {
     /// Whether some slot waits for its grace period.
     fn is_pending(&self) -> bool {
-        self.grace.iter().any(Option::is_some)
+        self.slots.is_pending()
     }
 }
 
@@ -72,8 +55,9 @@ struct Inner {
 
 pub(crate) struct PatchCore {
     /// Where calls go: the thunk, its counting entry, or 0 (bypass: a plain
-    /// indirect call). The only word the call path reads.
-    pub(super) entry: AtomicUsize,
+    /// indirect call). The only word the call path reads; switched with
+    /// `EntryCell::store` (nothing is freed while the site lives).
+    pub(super) entry: EntryCell,
     thunk: Option<PatchThunk>,
     stubs: Option<HookStubs>,
     sig: ThunkSig,
@@ -143,7 +127,7 @@ impl PatchCore {
         let counter_config = policy.counter_config();
         let (learner, first) = Learner::new(policy, tick);
         let core = Arc::new(PatchCore {
-            entry: AtomicUsize::new(thunk.entry()),
+            entry: EntryCell::new(thunk.entry()),
             thunk: Some(thunk),
             stubs: Some(stubs),
             sig,
@@ -154,19 +138,12 @@ impl PatchCore {
             inner: Mutex::new(Inner {
                 learner,
                 site: SiteState {
-                    wanted: vec![None; slots],
-                    enabled: vec![None; slots],
-                    branch: vec![None; slots],
-                    grace: vec![None; slots],
+                    slots: Retarget::new(slots),
                     counting: Counting::None,
                     bypass: false,
                     counter_config,
                     static_stub: None,
                     by_hand: false,
-                    retargets: 0,
-                    patches: 0,
-                    completions: 0,
-                    serialized: false,
                 },
             }),
         });
@@ -274,7 +251,7 @@ impl PatchCore {
         config: &PolicyConfig,
         tick: u64,
     ) -> Plan {
-        let policy = Fitted::build(config, site.wanted.len(), self.reach.clone());
+        let policy = Fitted::build(config, site.slots.slot_count(), self.reach.clone());
         site.counter_config = policy.counter_config();
         site.by_hand = false;
         learner.replace_policy(policy, tick)
@@ -356,9 +333,9 @@ impl PatchCore {
     /// Sends callers to `entry` (0: a plain indirect call): the site's entry
     /// word, and the attached static stub's branch.
     fn publish_entry(&self, site: &SiteState, entry: usize) {
-        // Release: pairs with the call path's Acquire (the thunk's bytes
-        // were written long before, at creation).
-        self.entry.store(entry, Ordering::Release);
+        // Nothing is retired: the thunk lives as long as the site, and the
+        // thunk's bytes were written long before, at creation.
+        self.entry.store(entry);
         if let Some(field) = site.static_stub {
             let to = if entry == 0 {
                 crate::call::static_entry::miss_stub(self.engine.hardened)
@@ -388,7 +365,7 @@ impl PatchCore {
             crate::link::check_stub_reach(field, to)?;
         }
         site.static_stub = Some(field);
-        let entry = self.entry.load(Ordering::Relaxed);
+        let entry = self.entry.peek();
         self.publish_entry(site, entry);
         Ok(())
     }
@@ -402,61 +379,19 @@ impl PatchCore {
     /// changed slots, enables at once those whose branch already goes to
     /// their target, starts a grace period for the others. Never blocks.
     fn retarget_locked(&self, site: &mut SiteState, targets: &[usize]) -> RetargetReport {
-        let thunk = self.thunk();
-        // A completion here belongs to the previous plan; the learner has
-        // just started this plan's counting epoch.
-        let completed_previous = self.complete_if_ready(site);
-        let mut report = RetargetReport {
-            completed_previous,
-            ..Default::default()
-        };
-        let wanted: Vec<Option<usize>> = (0..thunk.slot_count())
-            .map(|k| targets.get(k).copied())
-            .collect();
-        if wanted == site.wanted {
-            // Nothing new; slots still waiting keep waiting.
-            return report;
+        // SAFETY: `Slots` is this site's thunk, whose slots were all
+        // disabled when `site.slots` was created with it and change only
+        // through `site.slots` (under the site's lock). Callers are pinned
+        // from before they load the entry until their call returns
+        // (`PatchSite::call` borrows their `Pinned`). Targets were checked
+        // (`check`: count, distinct, reach) by every caller of this.
+        let r = unsafe { site.slots.retarget(&Slots(self.thunk()), targets) };
+        RetargetReport {
+            enabled_now: r.enabled_now,
+            pending: r.pending,
+            cleared: r.cleared,
+            completed_previous: r.completed_previous,
         }
-        site.retargets += 1;
-        // Disables first, so that no two enabled slots ever hold the same
-        // target with different branches.
-        for (k, &want) in wanted.iter().enumerate() {
-            if site.enabled[k] != want && site.enabled[k].is_some() {
-                thunk.disable(k);
-                site.enabled[k] = None;
-            }
-        }
-        let mut new_grace: Option<Grace> = None;
-        for (k, &want) in wanted.iter().enumerate() {
-            match want {
-                None => {
-                    report.cleared += usize::from(site.wanted[k].is_some());
-                    site.grace[k] = None;
-                }
-                Some(t) if site.enabled[k] == Some(t) => {}
-                Some(t) if site.branch[k] == Some(t) => {
-                    // The branch was aimed at `t` and the cores serialized
-                    // when it was: consistent, enable without waiting.
-                    // SAFETY: see above; `t` is in no other enabled slot
-                    // (targets are distinct, other slots were disabled).
-                    unsafe { thunk.enable(k, t) };
-                    site.enabled[k] = Some(t);
-                    site.grace[k] = None;
-                    report.enabled_now += 1;
-                }
-                Some(_) => {
-                    report.pending += 1;
-                    if site.grace[k].is_none() {
-                        // A grace period that starts after the disable
-                        // above (one for all slots of this retarget).
-                        let grace = new_grace.get_or_insert_with(start_grace_period);
-                        site.grace[k] = Some(Arc::clone(grace));
-                    }
-                }
-            }
-        }
-        site.wanted = wanted;
-        report
     }
 
     /// Completes a pending retarget whose grace period has passed (patches
@@ -466,7 +401,7 @@ impl PatchCore {
     /// Returns whether one completed.
     pub(super) fn poll(&self) -> bool {
         // Helps the epoch advance and runs due deferred closures.
-        crossbeam_epoch::pin().flush();
+        publish::collect();
         let mut inner = self.lock();
         let Inner { learner, site } = &mut *inner;
         let completed = self.complete_if_ready(site);
@@ -485,41 +420,8 @@ impl PatchCore {
     /// Patches, serializes and enables every slot whose grace period has
     /// passed. Returns whether there was one.
     fn complete_if_ready(&self, site: &mut SiteState) -> bool {
-        let thunk = self.thunk();
-        let mut patched = Vec::new();
-        for k in 0..site.wanted.len() {
-            let ready = site.grace[k]
-                .as_ref()
-                .is_some_and(|g| g.load(Ordering::Acquire));
-            if !ready {
-                continue;
-            }
-            site.grace[k] = None;
-            let t = site.wanted[k].expect("a slot waits only for a wanted target");
-            debug_assert_eq!(site.enabled[k], None, "patching an enabled slot");
-            debug_assert_ne!(site.branch[k], Some(t), "nothing to patch");
-            // SAFETY: slot k has been disabled since before its grace
-            // period started (a slot waits only while disabled), and that
-            // grace period has passed: no thread can be between the slot's
-            // compare and its branch.
-            unsafe { thunk.write_branch(k, t) }
-                .expect("reach was checked when the target was requested");
-            patched.push((k, t));
-        }
-        if patched.is_empty() {
-            return false;
-        }
-        site.serialized = PatchThunk::serialize_cores();
-        for &(k, t) in &patched {
-            site.branch[k] = Some(t);
-            // SAFETY: the branch goes to `t` and every core was serialized
-            // since it was written; `t` is in no other enabled slot.
-            unsafe { thunk.enable(k, t) };
-            site.enabled[k] = Some(t);
-        }
-        site.patches += patched.len() as u64;
-        site.completions += 1;
-        true
+        // SAFETY: as in `retarget_locked`.
+        unsafe { site.slots.complete(&Slots(self.thunk())) }
     }
 
     pub(super) fn stats(&self) -> PatchSiteStats {
@@ -533,18 +435,21 @@ impl PatchCore {
             let k = installed.iter().position(|&p| Some(p as usize) == t)?;
             all.then(|| counts.hits.get(k).copied()).flatten()
         };
-        let entry = self.entry.load(Ordering::Relaxed);
+        let entry = self.entry.peek();
         PatchSiteStats {
             name: self.name.clone(),
             signature: self.sig.to_string(),
             entry: thunk.entry(),
             current_entry: (entry != 0).then_some(entry),
             slots: (0..thunk.slot_count())
-                .map(|k| PatchSlotStats {
-                    wanted: site.wanted[k],
-                    enabled: site.enabled[k],
-                    branch: site.branch[k],
-                    hits: hits_of(site.wanted[k]),
+                .map(|k| {
+                    let slot = site.slots.slot(k);
+                    PatchSlotStats {
+                        wanted: slot.wanted,
+                        enabled: slot.enabled,
+                        branch: slot.branch,
+                        hits: hits_of(slot.wanted),
+                    }
                 })
                 .collect(),
             miss_exit: thunk.miss_exit(),
@@ -564,11 +469,11 @@ impl PatchCore {
                 })
                 .collect(),
             decisions: inner.learner.decisions(),
-            retargets: site.retargets,
-            patches: site.patches,
-            completions: site.completions,
+            retargets: site.slots.retargets(),
+            patches: site.slots.patches(),
+            completions: site.slots.completions(),
             pending: site.is_pending(),
-            serialized: site.serialized,
+            serialized: site.slots.serialized(),
         }
     }
 }
@@ -594,16 +499,32 @@ impl Learning for PatchCore {
     }
 }
 
-/// Starts a grace period: a flag that an epoch-deferred closure sets once
-/// every thread pinned now has unpinned. The closure is a single store:
-/// crossbeam may run it on a caller's hot path.
-fn start_grace_period() -> Grace {
-    let ready = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&ready);
-    let guard = crossbeam_epoch::pin();
-    guard.defer(move || flag.store(true, Ordering::Release));
-    guard.flush();
-    ready
+/// A Patch thunk's slots as the retarget protocol writes them.
+struct Slots<'a>(&'a PatchThunk);
+
+impl SlotTable for Slots<'_> {
+    fn disable(&self, slot: usize) {
+        self.0.disable(slot);
+    }
+
+    unsafe fn patch(&self, slot: usize, target: usize) {
+        // SAFETY: forwarded: `SlotTable::patch`'s contract is
+        // `write_branch`'s (no thread can take the slot's branch, and the
+        // cores are serialized before it is enabled).
+        unsafe { self.0.write_branch(slot, target) }
+            .expect("reach was checked when the target was requested");
+    }
+
+    fn serialize(&self) -> bool {
+        PatchThunk::serialize_cores()
+    }
+
+    unsafe fn enable(&self, slot: usize, target: usize) {
+        // SAFETY: forwarded: `SlotTable::enable`'s contract is `enable`'s
+        // (the branch goes to `target`, cores serialized since, `target` in
+        // no other enabled slot).
+        unsafe { self.0.enable(slot, target) };
+    }
 }
 
 impl Drop for PatchCore {
@@ -615,15 +536,13 @@ impl Drop for PatchCore {
         // (or returning into it: miss path, call-form hits) or in its
         // stubs. Unpublish, then free the thunk after a grace period, and
         // the stubs after theirs, which ends no earlier.
-        self.entry.store(0, Ordering::Release);
-        let guard = crossbeam_epoch::pin();
-        guard.defer(move || {
+        self.entry.replace(0, Some(thunk), |thunk: PatchThunk| {
             // SAFETY: the site is gone, so no thread can enter the thunk,
-            // and crossbeam runs this only after every thread pinned now
-            // has unpinned (callers stay pinned across their calls).
+            // and `replace` runs this only after every thread pinned when
+            // the entry was cleared has unpinned (callers stay pinned
+            // across their calls).
             unsafe { thunk.release() };
         });
-        guard.flush();
         if let Some(stubs) = self.stubs.take() {
             self.engine.retire_code(stubs.code);
         }

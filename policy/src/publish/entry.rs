@@ -2,10 +2,11 @@
 //! with one atomic store, and whatever the old word led to freed only after
 //! an epoch grace period.
 //!
-//! `hotcall`'s dispatch sites publish thunks through it (the word is the
-//! thunk's entry address, the retired object its code), and the loom model
-//! in `tests/loom_publish.rs` checks the same code under loom
-//! ([`crate::sync`]), with a caller inside the old object during the swap.
+//! `hotcall`'s JIT sites publish thunks through it (the word is the
+//! thunk's entry address, the retired object its code); Patch sites switch
+//! their entry with [`EntryCell::store`] and unpublish their thunk with
+//! [`EntryCell::replace`]. The loom model in `tests/loom_publish.rs` checks
+//! it with a caller inside the old object during the swap.
 //!
 //! Nothing here knows about code: the retired object is any `T`, and what
 //! "free" means is the publisher's closure.
@@ -90,9 +91,5 @@ impl EntryCell {
 /// callers used: a caller that read the old word was pinned before it read
 /// it, and stays pinned while it uses what the word led to.
 pub fn retire<T: Send + 'static>(old: T, free: impl FnOnce(T) + Send + 'static) {
-    let guard = crossbeam_epoch::pin();
-    guard.defer(move || free(old));
-    // Hand the deferred free to the global queue now: left in this thread's
-    // bag it would wait for this thread's 64th retirement or its exit.
-    guard.flush();
+    super::grace::after_grace_period(move || free(old));
 }
