@@ -189,7 +189,12 @@ impl Retarget {
         let wanted: Vec<Option<usize>> = (0..self.slots.len())
             .map(|k| targets.get(k).copied())
             .collect();
-        if self.slots.iter().map(|s| s.state.wanted).eq(wanted.iter().copied()) {
+        if self
+            .slots
+            .iter()
+            .map(|s| s.state.wanted)
+            .eq(wanted.iter().copied())
+        {
             // Nothing new; slots still waiting keep waiting.
             return report;
         }
