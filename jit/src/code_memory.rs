@@ -20,7 +20,7 @@
 //!   (`call rel32`: ±2 GiB; `bl`: ±128 MiB). If no candidate is free, the
 //!   arena goes anywhere and calls fall back to the absolute form.
 //! * **One thunk at a time, packed.** A first-fit allocator over 32-byte
-//!   granules hands out varied offsets (FACTS.md: thunks sharing their low
+//!   granules hands out varied offsets (measured on this project's machine: thunks sharing their low
 //!   26 address bits ran 4x slower, one thunk per page cost 15-19%).
 //! * **Freed code is poisoned.** Released code is overwritten with the ISA's
 //!   trap instruction *before* its memory can be reused, so a stale entry

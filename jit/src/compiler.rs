@@ -30,7 +30,7 @@ pub const MAX_SLOTS: usize = 8;
 #[derive(Clone, Debug)]
 pub struct CompilerOptions {
     /// Run Cranelift's IR verifier on every thunk. It costs about a third of
-    /// the compile time (FACTS.md); on by default in debug builds.
+    /// the compile time (measured on this project's machine); on by default in debug builds.
     pub verify: bool,
     /// Let direct hits tail-jump to their target where sound (see
     /// `ThunkCompiler::make_tail_jumps`). On by default; off reproduces

@@ -15,7 +15,7 @@
 //! The compare branches to the *next check* on inequality so that the hit
 //! block is the `else` successor of `brif`, which Cranelift lays out as the
 //! fall-through: slot 0's hit path is a straight line with no taken branch
-//! (FACTS.md: 1.73 ns against 2.31 ns for a taken `je`).
+//! (measured on this project's machine: 1.73 ns against 2.31 ns for a taken `je`).
 //!
 //! A thunk may also *count*, through the site's hook stubs
 //! ([`crate::IsaBackend::hook_stub`]), which add the site's cookie and jump

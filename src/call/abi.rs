@@ -5,7 +5,7 @@
 //! Rust calls to an `extern "C"` symbol in a position-independent
 //! executable go through the GOT (`call *foo@GOTPCREL(%rip)`), an indirect
 //! branch; `asm!("call {f}", f = sym STUB)` is a direct `call rel32` that
-//! the linker resolves (FACTS.md). The price is that the assembly must
+//! the linker resolves (measured on this project's machine). The price is that the assembly must
 //! place the arguments where the C ABI puts them, for any signature:
 //!
 //! * the arguments are packed into a [`RegFile`]: integer-class values
