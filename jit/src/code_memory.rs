@@ -90,7 +90,8 @@ pub fn host_text_anchor() -> usize {
 }
 
 /// Counters of one arena.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CodeMemoryStats {
     pub capacity: usize,
     /// Bytes allocated and not yet released (written or executable).

@@ -1,20 +1,12 @@
 //! From a signature and promoted targets to relocatable machine code.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
-
-use cranelift_codegen::FinalizedRelocTarget;
-use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::ir::{ExternalName, UserExternalName};
-use cranelift_codegen::isa::OwnedTargetIsa;
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::{Context, isa};
-use cranelift_frontend::FunctionBuilderContext;
 
 use crate::error::JitError;
 use crate::hardened::MissTrampolines;
 use crate::ir::{self, CallForm, HookKind, HookPlan, Hooks, NS_HOOK, NS_SLOT, SlotPlan};
 use crate::isa::{Arch, IsaBackend, MissForm};
+use crate::pipeline::{Compiled, Pipeline, may_jump};
 use crate::template::{Template, TemplateKey};
 use crate::types::ThunkSig;
 use std::collections::HashMap;
@@ -207,64 +199,12 @@ impl CompiledThunk {
     }
 }
 
-/// The thunk's parameter types: the target pointer, then the target's.
-fn thunk_params(sig: &ThunkSig) -> Vec<crate::types::ValType> {
-    let mut params = vec![crate::types::ValType::Ptr];
-    params.extend_from_slice(sig.params());
-    params
-}
-
-/// Cranelift's output for one thunk, before the tail-jump rewrite.
-struct RawCode {
-    code: Vec<u8>,
-    relocs: Vec<CallReloc>,
-    /// Offsets where basic blocks start.
-    bb_starts: Vec<u32>,
-}
-
 /// Builds thunks for one ISA, reusing Cranelift's contexts between thunks.
 pub struct ThunkCompiler {
     backend: &'static dyn IsaBackend,
-    isa: OwnedTargetIsa,
-    ctx: Context,
-    fctx: FunctionBuilderContext,
+    pipeline: Pipeline,
     options: CompilerOptions,
     templates: HashMap<TemplateKey, Template>,
-    /// Test hook: make the next compilation panic inside Cranelift's place.
-    #[cfg(test)]
-    inject_panic: bool,
-}
-
-/// Builds the Cranelift ISA object for `arch`.
-pub(crate) fn build_isa(arch: Arch, options: &CompilerOptions) -> Result<OwnedTargetIsa, JitError> {
-    let backend = arch.backend();
-    let err = |e: String| JitError::Isa(backend.name(), e);
-    let mut flags = settings::builder();
-    for (name, value) in [
-        // A thunk is a compare chain with nothing to optimize: `speed`
-        // (the e-graph pass) produces byte-identical code for every
-        // in-range thunk in the golden tests and worse code for far slots
-        // on aarch64 (it rematerializes the address instead of reusing the
-        // compare's register), and costs compile time.
-        ("opt_level", "none"),
-        (
-            "enable_verifier",
-            if options.verify { "true" } else { "false" },
-        ),
-        // The thunk makes calls; a frame pointer keeps it walkable by
-        // debuggers and profilers (no unwind info is registered).
-        ("preserve_frame_pointers", "true"),
-        ("is_pic", "false"),
-        // Basic-block offsets, so the tail-jump rewrite can prove nothing
-        // jumps into the bytes it changes.
-        ("machine_code_cfg_info", "true"),
-    ] {
-        flags.set(name, value).map_err(|e| err(e.to_string()))?;
-    }
-    let builder = isa::lookup_by_name(backend.triple()).map_err(|e| err(e.to_string()))?;
-    builder
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| err(e.to_string()))
 }
 
 impl ThunkCompiler {
@@ -272,13 +212,9 @@ impl ThunkCompiler {
     pub fn new(arch: Arch, options: CompilerOptions) -> Result<Self, JitError> {
         Ok(ThunkCompiler {
             backend: arch.backend(),
-            isa: build_isa(arch, &options)?,
-            ctx: Context::new(),
-            fctx: FunctionBuilderContext::new(),
+            pipeline: Pipeline::new(arch, options.verify)?,
             options,
             templates: HashMap::new(),
-            #[cfg(test)]
-            inject_panic: false,
         })
     }
 
@@ -394,8 +330,7 @@ impl ThunkCompiler {
         hooks: &Hooks,
         hook_plans: (Option<HookPlan>, Option<HookPlan>),
     ) -> Result<CompiledThunk, JitError> {
-        let can_tail =
-            self.options.tail_jumps && self.backend.args_in_registers(&thunk_params(sig));
+        let can_tail = self.options.tail_jumps && may_jump(self.backend, sig);
         if hooks.miss.is_some() && hooks.miss_tail.is_some() && can_tail {
             let lean = self.compile_once(sig, slots.clone(), hooks, (hook_plans.0, None), true)?;
             if lean.miss == MissForm::CountingTailJump {
@@ -421,47 +356,35 @@ impl ThunkCompiler {
     ) -> Result<CompiledThunk, JitError> {
         let mut slots = slots;
         let start = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            self.compile_inner(sig, &slots, hook_plans.1)
-        }));
-        let RawCode {
-            mut code,
-            mut relocs,
-            bb_starts,
-        } = match result {
-            Ok(r) => r?,
-            Err(panic) => {
-                // The contexts may be half-way through a function: start over.
-                self.ctx = Context::new();
-                self.fctx = FunctionBuilderContext::new();
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                return Err(JitError::Compile(format!("panicked: {msg}")));
-            }
-        };
+        let mut out = self.compile_inner(sig, &slots, hook_plans.1)?;
         let mut miss = MissForm::Call;
         if self.options.tail_jumps {
-            self.make_tail_jumps(sig, &mut code, &mut relocs, &mut slots, &bb_starts);
-            if self.backend.args_in_registers(&thunk_params(sig))
-                && let Some(at) = self.miss_call_offset(&code, &bb_starts)
-                && let Some((reg, reloc)) = self
-                    .backend
-                    .rewrite_miss_as_tail_jump(&mut code, at, miss_stub)
+            Self::make_tail_jumps(sig, &mut out, &mut slots);
+            if may_jump(self.backend, sig)
+                && let Some((reg, reloc)) = out.rewrite_miss(miss_stub)
             {
                 miss = MissForm::TailJump;
                 if let Some(offset) = reloc {
                     miss = MissForm::CountingTailJump;
-                    relocs.push(CallReloc {
+                    out.relocs.push(crate::pipeline::Mapped {
                         offset,
-                        to: RelocTo::MissStub(reg),
+                        kind: self.backend.direct_call_reloc(),
                         addend: self.backend.jump_addend(),
+                        to: RelocTo::MissStub(reg),
                     });
                 }
             }
         }
+        let mut code = out.code;
+        let mut relocs: Vec<CallReloc> = out
+            .relocs
+            .iter()
+            .map(|r| CallReloc {
+                offset: r.offset,
+                to: r.to,
+                addend: r.addend,
+            })
+            .collect();
         let hooks = if miss == MissForm::CountingTailJump {
             *hooks
         } else {
@@ -508,18 +431,6 @@ impl ThunkCompiler {
         })
     }
 
-    /// The offset of the miss path's indirect call: the first indirect call
-    /// of the last basic block (the miss block is laid out last).
-    fn miss_call_offset(&self, code: &[u8], bb_starts: &[u32]) -> Option<usize> {
-        let last = *bb_starts.iter().max()? as usize;
-        let insns = crate::disasm::disassemble(self.backend.arch(), code.get(last..)?, 0).ok()?;
-        insns
-            .iter()
-            .take_while(|i| i.branch != crate::isa::Branch::Return)
-            .find(|i| i.branch == crate::isa::Branch::IndirectCall)
-            .map(|i| last + i.addr as usize)
-    }
-
     /// Instantiates the template for this shape, compiling it first if
     /// needed (see [`crate::template`]).
     fn compile_from_template(
@@ -562,68 +473,32 @@ impl ThunkCompiler {
         self.templates.len()
     }
 
+    /// One Cranelift compile (see [`crate::pipeline`]), with every
+    /// relocation mapped to what it calls and checked against the plan.
     fn compile_inner(
         &mut self,
         sig: &ThunkSig,
         slots: &[SlotPlan],
         miss_hook: Option<HookPlan>,
-    ) -> Result<RawCode, JitError> {
-        self.ctx.clear();
-        #[cfg(test)]
-        if std::mem::take(&mut self.inject_panic) {
-            panic!("injected failure");
-        }
-        ir::build_thunk(
-            &mut self.ctx.func,
-            &mut self.fctx,
-            sig,
-            self.isa.frontend_config(),
-            slots,
-            miss_hook,
-            self.options.hardened.is_some(),
-        );
-        let names = self.ctx.func.params.user_named_funcs().clone();
-        let compiled = self
-            .ctx
-            .compile(&*self.isa, &mut ControlPlane::default())
-            .map_err(|e| JitError::Compile(format!("{:?}", e.inner)))?;
-        let code = compiled.code_buffer().to_vec();
-        let bb_starts = compiled.bb_starts.clone();
-        let mut relocs = Vec::new();
-        for r in compiled.buffer.relocs() {
-            let to = match &r.target {
-                FinalizedRelocTarget::ExternalName(ExternalName::User(name)) => {
-                    let UserExternalName { namespace, index } = names[*name].clone();
-                    match (namespace, index) {
-                        (NS_SLOT, k) if (k as usize) < slots.len() => {
-                            Some(RelocTo::Slot(k as usize))
-                        }
-                        (NS_HOOK, 0) => Some(RelocTo::Hook(HookKind::Entry)),
-                        (NS_HOOK, 1) => Some(RelocTo::Hook(HookKind::Miss)),
-                        (crate::hardened::RETPOLINE_NAMESPACE, _)
-                            if self.options.hardened.is_some() =>
-                        {
-                            Some(RelocTo::Retpoline)
-                        }
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            match to {
-                Some(to) if r.kind == self.backend.direct_call_reloc() => relocs.push(CallReloc {
-                    offset: r.offset,
-                    to,
-                    addend: r.addend,
-                }),
-                _ => {
-                    return Err(JitError::UnexpectedReloc(format!(
-                        "{} at {} to {:?}",
-                        r.kind, r.offset, r.target
-                    )));
-                }
-            }
-        }
+    ) -> Result<Compiled<RelocTo>, JitError> {
+        let hardened = self.options.hardened.is_some();
+        let direct = self.backend.direct_call_reloc();
+        let out = self.pipeline.compile(
+            |func, fctx, frontend| {
+                ir::build_thunk(func, fctx, sig, frontend, slots, miss_hook, hardened);
+            },
+            |kind, name| {
+                let to = match name? {
+                    (NS_SLOT, k) if (k as usize) < slots.len() => RelocTo::Slot(k as usize),
+                    (NS_HOOK, 0) => RelocTo::Hook(HookKind::Entry),
+                    (NS_HOOK, 1) => RelocTo::Hook(HookKind::Miss),
+                    (crate::hardened::RETPOLINE_NAMESPACE, _) if hardened => RelocTo::Retpoline,
+                    _ => return None,
+                };
+                (kind == direct).then_some(to)
+            },
+        )?;
+        let relocs = &out.relocs;
         // Every direct slot must have produced exactly one relocation, or the
         // thunk would call a zero displacement.
         for (i, s) in slots.iter().enumerate() {
@@ -649,11 +524,7 @@ impl ThunkCompiler {
                 )));
             }
         }
-        Ok(RawCode {
-            code,
-            relocs,
-            bb_starts,
-        })
+        Ok(out)
     }
 
     /// Turns each direct hit's `call; epilogue; ret` into `epilogue; jmp`
@@ -663,27 +534,16 @@ impl ThunkCompiler {
     /// the epilogue (nothing to do after the target returns: no return
     /// value extension, no saved registers), and no basic block starts
     /// inside the rewritten bytes (nothing else jumps into that epilogue).
-    fn make_tail_jumps(
-        &self,
-        sig: &ThunkSig,
-        code: &mut [u8],
-        relocs: &mut [CallReloc],
-        slots: &mut [SlotPlan],
-        bb_starts: &[u32],
-    ) {
-        if !self.backend.args_in_registers(&thunk_params(sig)) {
+    fn make_tail_jumps(sig: &ThunkSig, out: &mut Compiled<RelocTo>, slots: &mut [SlotPlan]) {
+        if !may_jump(out.backend, sig) {
             return;
         }
-        for r in relocs.iter_mut() {
-            let RelocTo::Slot(slot) = r.to else {
+        for k in 0..out.relocs.len() {
+            let RelocTo::Slot(slot) = out.relocs[k].to else {
                 continue; // hooks return into the thunk
             };
-            let (lo, hi) = self.backend.tail_jump_window(r.offset);
-            if bb_starts.iter().any(|&b| b > lo && b < hi) {
-                continue;
-            }
-            if let Some(new) = self.backend.rewrite_call_as_tail_jump(code, r.offset) {
-                r.offset = new;
+            if let Some(new) = out.rewrite_tail_jump(out.relocs[k].offset) {
+                out.relocs[k].offset = new;
                 slots[slot].tail = true;
             }
         }
@@ -703,7 +563,7 @@ mod tests {
     fn a_panic_in_codegen_is_an_error_and_the_compiler_recovers() {
         let sig: ThunkSig = "(i64)->i64".parse().unwrap();
         let mut c = ThunkCompiler::new(Arch::X86_64, CompilerOptions::default()).unwrap();
-        c.inject_panic = true;
+        c.pipeline.inject_panic = true;
         let e = c.compile(&sig, &[0x1200_0000], NEAR).unwrap_err();
         assert_eq!(e, JitError::Compile("panicked: injected failure".into()));
         let t = c.compile(&sig, &[0x1200_0000], NEAR).unwrap();

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 
 use capstone::Capstone;
 
-use crate::compiler::{CompilerOptions, build_isa};
 use crate::error::JitError;
 use crate::isa::{Arch, Branch};
 
@@ -36,16 +35,32 @@ impl Insn {
     }
 }
 
+/// A decoder set up as Cranelift's own `to_capstone` sets it up (AT&T
+/// syntax on x86-64; on aarch64 `skipdata`, so an inline constant prints as
+/// `.byte` and decoding goes on), built here so that decoding needs neither
+/// Cranelift's `disas` feature nor a compiled ISA.
 fn capstone_for(arch: Arch) -> Result<Capstone, JitError> {
-    let isa = build_isa(
-        arch,
-        &CompilerOptions {
-            verify: false,
-            ..Default::default()
-        },
-    )?;
-    isa.to_capstone()
-        .map_err(|e| JitError::Disasm(e.to_string()))
+    use capstone::prelude::*;
+    let err = |e: capstone::Error| JitError::Disasm(e.to_string());
+    match arch {
+        Arch::X86_64 => Capstone::new()
+            .x86()
+            .mode(arch::x86::ArchMode::Mode64)
+            .syntax(arch::x86::ArchSyntax::Att)
+            .detail(true)
+            .build()
+            .map_err(err),
+        Arch::Aarch64 => {
+            let mut cs = Capstone::new()
+                .arm64()
+                .mode(arch::arm64::ArchMode::Arm)
+                .detail(true)
+                .build()
+                .map_err(err)?;
+            cs.set_skipdata(true).map_err(err)?;
+            Ok(cs)
+        }
+    }
 }
 
 /// Decodes `code` linearly as if it executed at `base`, stopping at the
@@ -171,6 +186,21 @@ pub fn path(arch: Arch, code: &[u8], base: u64, hit: Option<usize>) -> Result<Ve
     Err(JitError::Disasm(format!(
         "the path leaves the code at {pc:#x}"
     )))
+}
+
+/// The offset of a thunk's miss call as decoded: the first indirect call of
+/// the last basic block (`bb_starts`: where basic blocks start), before any
+/// return. The compilers find it from Cranelift's call sites instead; this
+/// is the oracle the tests (and debug builds with this feature) check them
+/// against.
+pub fn miss_call_offset(arch: Arch, code: &[u8], bb_starts: &[u32]) -> Option<usize> {
+    let last = *bb_starts.iter().max()? as usize;
+    let insns = disassemble(arch, code.get(last..)?, 0).ok()?;
+    insns
+        .iter()
+        .take_while(|i| i.branch != Branch::Return)
+        .find(|i| i.branch == Branch::IndirectCall)
+        .map(|i| last + i.addr as usize)
 }
 
 /// One line per instruction: address, bytes, text.

@@ -53,8 +53,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use crate::types::{ThunkSig, ValType};
 
 /// How a promoted slot calls its target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum CallForm {
     /// A true direct call: `call rel32` (x86-64) or `bl` (aarch64).
     Direct,

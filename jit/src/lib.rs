@@ -18,12 +18,14 @@
 pub mod code_memory;
 pub mod coherence;
 pub mod compiler;
+#[cfg(feature = "disasm")]
 pub mod disasm;
 pub mod error;
 pub mod hardened;
 pub mod ir;
 pub mod isa;
 pub mod patch;
+mod pipeline;
 pub mod retpoline;
 mod template;
 pub mod text_patch;

@@ -19,11 +19,12 @@ pub mod aarch64;
 pub mod x86_64;
 
 /// An instruction set hotcall can generate code for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Arch {
-    #[serde(rename = "x86_64")]
+    #[cfg_attr(feature = "serde", serde(rename = "x86_64"))]
     X86_64,
-    #[serde(rename = "aarch64")]
+    #[cfg_attr(feature = "serde", serde(rename = "aarch64"))]
     Aarch64,
 }
 
@@ -116,6 +117,18 @@ pub trait IsaBackend: Send + Sync {
 
     /// The relocation Cranelift emits for a colocated (direct) call.
     fn direct_call_reloc(&self) -> Reloc;
+
+    /// A direct call's return address is its relocation offset plus this
+    /// (the call sites Cranelift records are return addresses).
+    fn direct_call_return_offset(&self) -> u32;
+
+    /// Where the register-indirect call (`call *reg`, `blr xN`) that
+    /// returns to offset `ret` in `code` starts, or `None` if the bytes
+    /// before `ret` are not one that starts at or after `block` (the start
+    /// of the basic block holding it). `ret` is a call site's return
+    /// address as Cranelift records it, so this only needs the encoding's
+    /// length.
+    fn indirect_call_start(&self, code: &[u8], block: usize, ret: usize) -> Option<usize>;
 
     /// Writes the displacement of a direct call at `offset` in `code`, which
     /// will execute at address `place + offset`, so that it reaches `target`.
@@ -256,8 +269,9 @@ pub enum ArgLoc {
 pub const GPRS: usize = 32;
 
 /// How a thunk's miss path reaches the target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum MissForm {
     /// Cranelift's shape: an indirect call, and the target returns into the
     /// thunk.
@@ -292,6 +306,10 @@ pub(crate) fn count_classes(params: &[ValType]) -> (usize, usize) {
 /// Parses capstone's rendering of an immediate address (`0x1234`, `#0x1234`).
 pub(crate) fn parse_imm_addr(op: &str) -> Option<u64> {
     let op = op.trim().trim_start_matches('#');
-    let hex = op.strip_prefix("0x")?;
-    u64::from_str_radix(hex, 16).ok()
+    match op.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        // capstone prints targets below 10 in decimal (a call decoded at
+        // base 0 to the next instructions).
+        None => op.parse().ok(),
+    }
 }

@@ -7,6 +7,7 @@ use cranelift_codegen::binemit::Reloc;
 use super::{DISABLED, MissExit, TABLE_ALIGN, TRAP_GAP};
 use crate::error::JitError;
 use crate::isa::{Arch, BranchKind, aarch64, x86_64};
+use crate::pipeline::Mapped;
 use crate::types::ThunkSig;
 
 /// What a relocation of the template points at.
@@ -22,13 +23,8 @@ pub(crate) enum RelocTarget {
     MissExit,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PatchReloc {
-    pub offset: u32,
-    pub kind: Reloc,
-    pub addend: i64,
-    pub target: RelocTarget,
-}
+/// A relocation of the template, as the compile pipeline mapped it.
+pub(crate) type PatchReloc = Mapped<RelocTarget>;
 
 /// Where a slot's branch word is and what kind of branch it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,7 +222,7 @@ impl PatchTemplate {
         let trap_addr = place + layout.trap as u64;
         let exit_addr = place + layout.exit as u64;
         for r in &self.relocs {
-            let target = match r.target {
+            let target = match r.to {
                 RelocTarget::Table => table_addr,
                 RelocTarget::Slot(_) => trap_addr,
                 RelocTarget::Retpoline => {

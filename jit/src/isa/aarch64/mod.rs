@@ -41,6 +41,17 @@ impl IsaBackend for Aarch64 {
         Reloc::Arm64Call
     }
 
+    fn direct_call_return_offset(&self) -> u32 {
+        4 // the relocation is at the `bl` itself
+    }
+
+    fn indirect_call_start(&self, code: &[u8], block: usize, ret: usize) -> Option<usize> {
+        // `blr xN`: one word, `d63f0000 | N << 5`.
+        let at = ret.checked_sub(4).filter(|&at| at >= block)?;
+        let word = u32::from_le_bytes(code.get(at..ret)?.try_into().ok()?);
+        (word & 0xffff_fc1f == 0xd63f_0000).then_some(at)
+    }
+
     fn patch_direct_call(
         &self,
         code: &mut [u8],

@@ -37,6 +37,29 @@ impl IsaBackend for X86_64 {
         Reloc::X86CallPCRel4
     }
 
+    fn direct_call_return_offset(&self) -> u32 {
+        4 // the rel32 field ends the instruction
+    }
+
+    fn indirect_call_start(&self, code: &[u8], block: usize, ret: usize) -> Option<usize> {
+        // `call *reg` is `ff /2` with a register ModRM (`ff d0+r`), after a
+        // REX.B prefix (`41`) for r8-r15: 2 or 3 bytes. Cranelift emits no
+        // other prefix on it. In the miss block the instruction before the
+        // call is an argument move or extension, which ends in a register
+        // ModRM byte (`c0`-`ff`) or the disp8 of a stack slot (a multiple
+        // of 8), never in `41`: so a `41` before `ff d0+r` is the prefix.
+        // (The tests check this against capstone's decoding.)
+        let at = ret.checked_sub(2).filter(|&at| at >= block)?;
+        let call = code.get(at..ret)?;
+        if call[0] != 0xff || call[1] & 0xf8 != 0xd0 {
+            return None;
+        }
+        match at.checked_sub(1).filter(|&p| p >= block).map(|p| code[p]) {
+            Some(0x41) => Some(at - 1),
+            _ => Some(at),
+        }
+    }
+
     fn patch_direct_call(
         &self,
         code: &mut [u8],
