@@ -15,9 +15,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hotcall::jit::{Arch, CompilerOptions, Placement, ThunkCompiler};
 use hotcall::workload::{Callback, POOL};
 use hotcall::{Engine, EngineConfig, PolicyConfig, SiteOptions};
+use hotcall_jit::{Arch, CompilerOptions, Placement, ThunkCompiler};
 
 /// Engines learn only when told (`Engine::tick`), so no background thread
 /// runs during measurements; every site here is promoted by hand or off.

@@ -134,15 +134,15 @@ type ThunkFn = extern "C" fn(Callback, u64) -> u64;
 /// prefix that jumps over itself adds: one taken direct jump), and `call
 /// r; jmp thunk; r: ret` (a prefix that calls a `ret`).
 struct Prefixes {
-    _mem: hotcall::jit::CodeMemory,
+    _mem: hotcall_jit::CodeMemory,
     jump: ThunkFn,
     call_ret: ThunkFn,
 }
 
 #[cfg(target_arch = "x86_64")]
 fn prefixes(thunk: usize) -> Option<Prefixes> {
-    use hotcall::jit::isa::x86_64::patch::{CALL_REL32, JMP_REL32, rel32};
-    use hotcall::jit::{CodeMemory, CodeMemoryOptions, code_memory::host_text_anchor};
+    use hotcall_jit::isa::x86_64::encode::{CALL_REL32, JMP_REL32, rel32};
+    use hotcall_jit::{CodeMemory, CodeMemoryOptions, code_memory::host_text_anchor};
     let mem = CodeMemory::new(&CodeMemoryOptions {
         capacity: 1 << 16,
         near: Some(host_text_anchor()),

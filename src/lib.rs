@@ -53,7 +53,7 @@ mod symbols;
 pub mod workload;
 
 pub use call::pin::{Pinned, collect_garbage};
-pub use call::retpoline;
+pub use call::retpolined as retpoline;
 pub use call::signature::{Param, Return, SiteFn};
 #[doc(hidden)]
 pub use call::static_entry;
@@ -76,8 +76,10 @@ pub use hotcall_policy::{
     AdaptiveConfig, Counting, PolicyConfig, PolicyState, ScheduleConfig, SeedConfig, TickReport,
 };
 
-/// The code-generation crate, for disassembly and cross-ISA compilation.
-pub use hotcall_jit as jit;
+/// The code-generation types a host meets: signatures, the ISA, and what
+/// statistics report. The code-generation crate itself (compilers, code
+/// memory, text pokes) is `hotcall-jit`, not part of this API.
+pub use hotcall_jit::patch::MissExit;
 pub use hotcall_jit::{Arch, CallForm, CodeMemoryStats, ThunkSig, ValType};
 
 /// Items the exported macros expand to; not part of the API.

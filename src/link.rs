@@ -2,7 +2,7 @@
 //! host's text, checking that it reaches a target, and aiming it (one
 //! aligned store). Used by static sites and by every site a stub follows.
 
-use hotcall_jit::{Arch, BranchKind, JitError, text_patch};
+use hotcall_jit::{Arch, BranchKind, JitError, text_poke};
 
 use crate::error::Error;
 
@@ -10,7 +10,7 @@ use crate::error::Error;
 pub(crate) fn branch_field(stub: usize) -> Result<usize, JitError> {
     match Arch::host() {
         Some(Arch::X86_64) => {
-            use hotcall_jit::isa::x86_64::patch::{STUB_FIELD_OFFSET, STUB_PREFIX};
+            use hotcall_jit::isa::x86_64::encode::{STUB_FIELD_OFFSET, STUB_PREFIX};
             let block = stub.next_multiple_of(8);
             // SAFETY: the stub is a function of this binary; its bytes are
             // mapped readable (and 12 bytes long at most).
@@ -23,8 +23,8 @@ pub(crate) fn branch_field(stub: usize) -> Result<usize, JitError> {
             Ok(block + STUB_FIELD_OFFSET as usize)
         }
         Some(Arch::Aarch64) => {
-            use hotcall_jit::isa::aarch64::patch::{B, branch_opcode};
-            if branch_opcode(text_patch::load_u32(stub)) != Some(B) {
+            use hotcall_jit::isa::aarch64::encode::{B, branch_opcode};
+            if branch_opcode(text_poke::load_u32(stub)) != Some(B) {
                 return Err(JitError::Map(format!(
                     "{stub:#x} is not a static entry stub"
                 )));
@@ -62,7 +62,7 @@ pub(crate) fn aim_stub_field(field: usize, target: usize) -> Result<(), Error> {
     // until a grace period after it is replaced (the callers retire it),
     // so any thread that executes either word is correct. One aligned
     // store: see docs/patching.md for the architecture rules.
-    unsafe { text_patch::store_u32(field, word)? };
+    unsafe { text_poke::store_u32(field, word)? };
     // A core may still hold the old stub word; before the old target can
     // be freed, every core must have serialized. x86-64 instruction fetch
     // snoops stores; on aarch64 this is required.

@@ -179,11 +179,11 @@ impl<F: SiteFn> Site<F> {
     #[inline(always)]
     fn call_hardened(&self, entry: usize, target: F, args: F::Args) -> F::Ret {
         if entry == 0 {
-            crate::call::retpoline::call(target, args)
+            crate::call::retpolined::call(target, args)
         } else {
             // SAFETY: as in `call`: a live thunk for `F::signature()`, kept
             // alive by the caller's pin for the whole call.
-            unsafe { crate::call::retpoline::call_thunk(entry, target, args) }
+            unsafe { crate::call::retpolined::call_thunk(entry, target, args) }
         }
     }
 

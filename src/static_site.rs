@@ -15,7 +15,7 @@
 //! whole life ([`StaticSite::use_patch`], which learns, or
 //! [`StaticSite::retarget`] by hand), or to a miss stub (a plain or
 //! retpolined indirect call). Aiming it elsewhere is one atomic store of its branch
-//! word into a copy of the text page (`hotcall_jit::text_patch`); the old
+//! word into a copy of the text page (`hotcall_jit::text_poke`); the old
 //! thunk is retired after a grace period, as when a [`crate::Site`]
 //! republishes, because a caller that went through the stub just before may
 //! still be inside it.
@@ -24,7 +24,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hotcall_jit::{Arch, text_patch};
+use hotcall_jit::{Arch, text_poke};
 
 use crate::call::pin::Pinned;
 use crate::call::signature::SiteFn;
@@ -112,7 +112,7 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
     pub fn jumps_to(&self) -> Result<usize, Error> {
         let field = branch_field(S::stub_address())?;
         let backend = Arch::host().expect("checked by branch_field").backend();
-        Ok(backend.decode_branch(field as u64, text_patch::load_u32(field)) as usize)
+        Ok(backend.decode_branch(field as u64, text_poke::load_u32(field)) as usize)
     }
 
     fn lock(&self) -> MutexGuard<'_, StaticState<F>> {
@@ -134,7 +134,7 @@ impl<F: SiteFn, S: StaticStub<F>> StaticSite<F, S> {
             Some(_) => Err(self.error("already bound to another engine")),
             None => {
                 let field = branch_field(S::stub_address())?;
-                text_patch::make_patchable(field)?;
+                text_poke::make_patchable(field)?;
                 self.aim(state, miss_stub(engine.shared.hardened))?;
                 state.engine = Some(Arc::clone(&engine.shared));
                 state.mode = Mode::Indirect;

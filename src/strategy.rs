@@ -83,7 +83,7 @@ impl<F: SiteFn> StrategySite<F> {
     pub fn call(&self, pinned: &Pinned, target: F, args: F::Args) -> F::Ret {
         match self {
             StrategySite::Indirect => target.call_indirect(args),
-            StrategySite::Retpoline => crate::call::retpoline::call(target, args),
+            StrategySite::Retpoline => crate::call::retpolined::call(target, args),
             StrategySite::Jit(site) => site.call(pinned, target, args),
             StrategySite::Patch(site) => site.call(pinned, target, args),
         }

@@ -32,11 +32,11 @@ use std::sync::OnceLock;
 #[macro_use]
 mod common;
 
-use hotcall::jit::{self, CompilerOptions, MAX_SLOTS, ThunkCompiler};
 use hotcall::{
     Arch, CallForm, Engine, EngineConfig, Param, PromoteReport, Return, SiteFn, SiteMode,
     SiteStats, ThunkSig, ValType,
 };
+use hotcall_jit::{self as jit, CompilerOptions, MAX_SLOTS, ThunkCompiler};
 
 // ------------------------------------------------------------ model
 
@@ -1035,7 +1035,7 @@ fn jit_compiles_every_type_for_both_isas() {
                 let direct = chosen.iter().filter(|c| c.1 == CallForm::Direct).count();
                 assert_eq!(thunk.relocs().len(), direct, "{ctx}");
                 for r in thunk.relocs() {
-                    let hotcall::jit::RelocTo::Slot(k) = r.to else {
+                    let hotcall_jit::RelocTo::Slot(k) = r.to else {
                         panic!("{ctx}: a thunk without hooks calls only slots: {r:?}");
                     };
                     assert_eq!(chosen[k].1, CallForm::Direct, "{ctx}: {r:?}");

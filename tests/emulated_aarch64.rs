@@ -28,11 +28,11 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use hotcall::jit::{CallForm, CompiledThunk, CompilerOptions, MAX_SLOTS, Placement, ThunkCompiler};
 use hotcall::{Arch, SiteFn, ThunkSig, ValType};
 use hotcall_emu::model::{self, SplitMix64, edge_tuple, random_tuple, seed_of};
 use hotcall_emu::thunks::{call_layouts, expected, returned};
 use hotcall_emu::{CallResult, Harness, OpId, Program, Publisher, toolchain_for_tests};
+use hotcall_jit::{CallForm, CompiledThunk, CompilerOptions, MAX_SLOTS, Placement, ThunkCompiler};
 
 #[macro_use]
 mod common;
@@ -321,7 +321,7 @@ fn negative_control_a_tail_jump_turned_into_a_call_is_caught() {
     let broken = std::cell::Cell::new(0usize);
     let mutate = |thunk: &CompiledThunk, code: &mut Vec<u8>| {
         for r in thunk.relocs() {
-            let hotcall::jit::RelocTo::Slot(slot) = r.to else {
+            let hotcall_jit::RelocTo::Slot(slot) = r.to else {
                 continue;
             };
             if thunk.slots()[slot].tail {

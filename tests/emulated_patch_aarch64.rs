@@ -38,12 +38,12 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use hotcall::jit::patch::{DISABLED, MissExit, PatchCompiler, PatchLayout, PatchOptions};
-use hotcall::jit::{ArgLoc, BranchKind, miss_hook_target};
 use hotcall::{Arch, ThunkSig};
 use hotcall_emu::model::{SplitMix64, edge_tuple, random_tuple, seed_of};
 use hotcall_emu::thunks::{call_layouts, expected, returned};
 use hotcall_emu::{CallResult, Harness, LayoutId, OpId, Program, Publisher, toolchain_for_tests};
+use hotcall_jit::patch::{DISABLED, MissExit, PatchCompiler, PatchLayout, PatchOptions};
+use hotcall_jit::{ArgLoc, BranchKind, miss_hook_target};
 
 const ARCH: Arch = Arch::Aarch64;
 /// The static harness's text starts at 4 MiB; all code here is within `bl`

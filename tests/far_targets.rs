@@ -14,15 +14,15 @@
 
 use std::path::Path;
 
-use hotcall::jit::code_memory::host_text_anchor;
-use hotcall::jit::{
-    CallForm, CodeMemory, CodeMemoryOptions, CompilerOptions, ExecutableCode, Placement,
-    ThunkCompiler,
-};
 use hotcall::{Arch, Engine, EngineConfig, SiteFn, ThunkSig};
 use hotcall_emu::model::{SplitMix64, edge_tuple, hash_args, random_tuple};
 use hotcall_emu::thunks::{call_layouts, expected, returned};
 use hotcall_emu::{Harness, Program, Publisher, toolchain_for_tests};
+use hotcall_jit::code_memory::host_text_anchor;
+use hotcall_jit::{
+    CallForm, CodeMemory, CodeMemoryOptions, CompilerOptions, ExecutableCode, Placement,
+    ThunkCompiler,
+};
 
 // ------------------------------------------------------------ x86-64, native
 

@@ -12,9 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use hotcall::jit::Branch;
-use hotcall::jit::MissForm;
 use hotcall::{Arch, Counting, ThunkSig};
+use hotcall_jit::Branch;
+use hotcall_jit::MissForm;
 
 // The CLI's own layout and rendering, so that the two cannot drift apart.
 #[path = "../src/cli/listing.rs"]

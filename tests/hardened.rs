@@ -2,10 +2,10 @@
 //! The differential tests check that hardened sites compute the right
 //! results for every signature; this checks the code itself.
 
-use hotcall::jit::disasm::{disassemble_reachable, render};
-use hotcall::jit::hardened::MissTrampolines;
-use hotcall::jit::{Arch, Branch};
 use hotcall::{Engine, EngineConfig, Strategy, StrategySite, listed_call};
+use hotcall_jit::disasm::{disassemble_reachable, render};
+use hotcall_jit::hardened::MissTrampolines;
+use hotcall_jit::{Arch, Branch};
 
 type Callback = extern "C" fn(u64, f64) -> u64;
 extern "C" fn t0(x: u64, y: f64) -> u64 {
@@ -36,7 +36,7 @@ fn code(addr: usize, len: usize) -> Vec<u8> {
 /// directly to `hits` in order, and misses through `miss` (the trampoline,
 /// preceded in a Patch thunk by the call of its miss exit), the only calls.
 fn check_no_indirect(
-    insns: &[hotcall::jit::disasm::Insn],
+    insns: &[hotcall_jit::disasm::Insn],
     entry: u64,
     end: u64,
     hits: &[u64],

@@ -5,9 +5,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hotcall::jit::disasm::{disassemble_reachable, render};
-use hotcall::jit::{Arch, Branch};
 use hotcall::{Engine, StaticMode, static_site};
+use hotcall_jit::disasm::{disassemble_reachable, render};
+use hotcall_jit::{Arch, Branch};
 
 type Callback = extern "C" fn(u64, f64) -> u64;
 

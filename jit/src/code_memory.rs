@@ -44,9 +44,9 @@ use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
 
 use crate::coherence;
-use crate::compiler::Placement;
 use crate::error::JitError;
 use crate::isa::{Arch, IsaBackend};
+use crate::thunk::code::Placement;
 
 /// Allocation granule and alignment of every thunk: 32 bytes, so that the
 /// start of a thunk (slot 0's whole hit path for a small signature: the

@@ -145,7 +145,7 @@ pub fn disassemble_reachable(arch: Arch, code: &[u8], base: u64) -> Result<Vec<I
 /// hit on slot `hit` (`None`: a miss), up to the tail jump out of the code
 /// or the return. Calls are listed but not followed.
 ///
-/// It relies on the thunk's layout (`crate::ir`): the `j`-th conditional
+/// It relies on the thunk's layout (`crate::thunk::ir`): the `j`-th conditional
 /// branch executed is slot `j`'s "not this target" branch, taken for every
 /// slot before the hit and, on a miss, for every slot.
 pub fn path(arch: Arch, code: &[u8], base: u64, hit: Option<usize>) -> Result<Vec<Insn>, JitError> {

@@ -24,6 +24,22 @@
 //! this needs no callee-saved register: the frame stays `push rbp` /
 //! `pop rbp`, and the hits keep their tail jumps.
 
+#[cfg(target_arch = "aarch64")]
+pub use crate::isa::aarch64::retpoline as host;
+/// The host's retpoline and miss trampolines: functions of the host binary
+/// (the host ISA's `retpoline.rs`), which thunks and Rust code reach by a
+/// direct call.
+#[cfg(target_arch = "x86_64")]
+pub use crate::isa::x86_64::retpoline as host;
+/// No retpoline off x86-64 and aarch64.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub mod host {
+    /// No trampolines off x86-64 and aarch64.
+    pub fn miss_trampolines() -> Option<[usize; 9]> {
+        None
+    }
+}
+
 use cranelift_codegen::ir::{
     AbiParam, ExtFuncData, ExternalName, Inst, InstBuilder, SigRef, UserExternalName, Value, types,
 };
@@ -47,9 +63,9 @@ pub struct MissTrampolines {
 
 impl MissTrampolines {
     /// The host's trampolines (functions of this binary, see
-    /// [`crate::retpoline`]); `None` off x86-64 and aarch64.
+    /// [`host`]); `None` off x86-64 and aarch64.
     pub fn host() -> Option<Self> {
-        crate::retpoline::miss_trampolines().map(|t| MissTrampolines {
+        host::miss_trampolines().map(|t| MissTrampolines {
             by_int_args: t.map(|a| a as u64),
         })
     }

@@ -1,45 +1,42 @@
 //! `hotcall-jit`: the code-generation half of hotcall.
 //!
 //! * [`types`]: value types and site signatures;
-//! * [`ir`]: the thunk as Cranelift IR (the same for every ISA);
-//! * [`compiler`]: IR to relocatable code, for the host or the other ISA;
+//! * [`thunk`]: the JIT strategy's thunk (IR, compiler, templates);
+//! * `pipeline`: the one Cranelift compile both kinds of thunk go through;
 //! * [`isa`]: one folder per ISA behind [`isa::IsaBackend`];
 //! * [`code_memory`]: executable memory near the host text, W^X, poisoned
 //!   on release;
 //! * [`coherence`]: instruction-cache maintenance and core serialization;
-//! * [`disasm`]: capstone decoding for the CLI and the tests;
+//! * `disasm` (feature `disasm`): capstone decoding for the CLI and the
+//!   tests;
 //! * [`patch`]: the Patch strategy's thunk, compiled once and retargeted
 //!   in place;
-//! * [`text_patch`]: rewriting branches in the host binary's own text
+//! * [`text_poke`]: rewriting branch words in the host binary's own text
 //!   (static entry stubs);
-//! * [`hardened`], [`retpoline`]: hardened mode's retpolined miss path;
-//! * `template`: one compiled template per thunk shape, patched per use.
+//! * [`hardened`]: hardened mode's retpolined miss path (the retpolines
+//!   themselves are in each ISA's `retpoline.rs`).
 
 pub mod code_memory;
 pub mod coherence;
-pub mod compiler;
 #[cfg(feature = "disasm")]
 pub mod disasm;
 pub mod error;
 pub mod hardened;
-pub mod ir;
 pub mod isa;
 pub mod patch;
 mod pipeline;
-pub mod retpoline;
-mod template;
-pub mod text_patch;
+pub mod text_poke;
+pub mod thunk;
 pub mod types;
 
 pub use code_memory::{
     CodeMemory, CodeMemoryOptions, CodeMemoryStats, ExecutableCode, WritableCode,
 };
-pub use compiler::{
-    CallReloc, CompiledThunk, CompilerOptions, MAX_SLOTS, Placement, RelocTo, ThunkCompiler,
-};
 pub use error::JitError;
-pub use ir::{CallForm, HookKind, Hooks, SlotPlan};
 pub use isa::{
     Arch, ArgLoc, Branch, BranchKind, GPRS, HOOK_STUB_MAX, IsaBackend, MissForm, miss_hook_target,
 };
+pub use thunk::code::{CallReloc, CompiledThunk, Placement, RelocTo};
+pub use thunk::compiler::{CompilerOptions, MAX_SLOTS, ThunkCompiler};
+pub use thunk::ir::{CallForm, HookKind, Hooks, SlotPlan};
 pub use types::{MAX_PARAMS, ThunkSig, ValType};

@@ -1,5 +1,5 @@
 //! The one Cranelift compile pipeline of both thunk compilers
-//! ([`crate::compiler::ThunkCompiler`] and
+//! ([`crate::thunk::compiler::ThunkCompiler`] and
 //! [`crate::patch::PatchCompiler`]).
 //!
 //! [`Pipeline::compile`] fills a function with the caller's IR builder,

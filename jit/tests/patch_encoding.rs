@@ -6,8 +6,8 @@
 
 use hotcall_jit::disasm::{Insn, disassemble, disassemble_reachable, render};
 use hotcall_jit::hardened::MissTrampolines;
-use hotcall_jit::isa::aarch64::patch as a64;
-use hotcall_jit::isa::x86_64::patch as x64;
+use hotcall_jit::isa::aarch64::encode as a64;
+use hotcall_jit::isa::x86_64::encode as x64;
 use hotcall_jit::patch::{DISABLED, MissExit, PatchCompiler, PatchOptions, TABLE_ALIGN, TRAP_GAP};
 use hotcall_jit::{Arch, Branch, BranchKind, JitError, ThunkSig};
 

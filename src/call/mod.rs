@@ -11,7 +11,7 @@
 
 pub(crate) mod abi;
 pub(crate) mod pin;
-pub mod retpoline;
+pub mod retpolined;
 pub(crate) mod signature;
 #[doc(hidden)]
 pub mod static_entry;

@@ -60,7 +60,7 @@ mod host {
             "mov rcx, r8",
             "mov r8, r9",
             "jmp {rp}",
-            rp = sym hotcall_jit::retpoline::retpoline_r11,
+            rp = sym hotcall_jit::hardened::host::retpoline_r11,
         )
     }
 }
@@ -103,7 +103,7 @@ mod host {
             "mov x5, x6",
             "mov x6, x7",
             "b {rp}",
-            rp = sym hotcall_jit::retpoline::retpoline_x16,
+            rp = sym hotcall_jit::hardened::host::retpoline_x16,
         )
     }
 }
@@ -142,7 +142,7 @@ pub fn miss_stub(hardened: bool) -> usize {
 /// miss stub, at a JIT thunk ([`StaticSite::promote`]), at whatever a
 /// learning JIT site publishes ([`StaticSite::use_jit`]) or at a Patch
 /// thunk ([`StaticSite::use_patch`]). Retargeting it is one aligned 32-bit
-/// store into the host's text (`hotcall_jit::text_patch`).
+/// store into the host's text (`hotcall_jit::text_poke`).
 ///
 /// Signatures must pass every argument of the thunk ABI in registers: at
 /// most [`MAX_INT_PARAMS`] integer parameters (5 on x86-64); more is a

@@ -3,8 +3,8 @@
 use std::io::{ErrorKind, Write as _};
 
 use clap::Args;
-use hotcall::jit::{Branch, MAX_SLOTS};
 use hotcall::{Arch, Counting, ThunkSig};
+use hotcall_jit::{Branch, MAX_SLOTS};
 
 use super::CliResult;
 use super::listing::{CODE_BASE, ThunkListing};

@@ -11,9 +11,9 @@
 
 use std::fmt::Write as _;
 
-use hotcall::jit::disasm::{self, Insn};
-use hotcall::jit::{CompilerOptions, Hooks, MissForm, Placement, ThunkCompiler};
 use hotcall::{Arch, Counting, JitError, ThunkSig};
+use hotcall_jit::disasm::{self, Insn};
+use hotcall_jit::{CompilerOptions, Hooks, MissForm, Placement, ThunkCompiler};
 
 /// Where the thunk is linked.
 pub const CODE_BASE: u64 = 0x1000_0000;

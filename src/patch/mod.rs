@@ -167,10 +167,10 @@ impl<F: SiteFn> PatchSite<F> {
     #[inline(always)]
     fn call_hardened(&self, entry: usize, target: F, args: F::Args) -> F::Ret {
         if entry == 0 {
-            return crate::call::retpoline::call(target, args);
+            return crate::call::retpolined::call(target, args);
         }
         // SAFETY: as in `call`, through the retpoline.
-        unsafe { crate::call::retpoline::call_thunk(entry, target, args) }
+        unsafe { crate::call::retpolined::call_thunk(entry, target, args) }
     }
 
     /// Promotes `targets` by hand (at most its slot count, in compare

@@ -4,7 +4,7 @@
 //! [`IsaBackend`] (call reach, relocation patching, poison bytes, decoding of
 //! calls for the tests) and `icache.rs` holds the host-only cache
 //! maintenance (on aarch64 built from `maintenance.rs`, the same routine as
-//! encoded words, compiled on every host for the emulated tests). The thunk IR in [`crate::ir`] is the same for both; only
+//! encoded words, compiled on every host for the emulated tests). The thunk IR in [`crate::thunk::ir`] is the same for both; only
 //! these details change.
 
 use std::fmt;
@@ -132,7 +132,7 @@ pub trait IsaBackend: Send + Sync {
 
     /// Writes the displacement of a direct call at `offset` in `code`, which
     /// will execute at address `place + offset`, so that it reaches `target`.
-    fn patch_direct_call(
+    fn link_direct_call(
         &self,
         code: &mut [u8],
         offset: u32,

@@ -7,11 +7,11 @@ use std::time::Instant;
 use super::MissExit;
 use super::ir::{MISS_EXIT_NAMESPACE, SLOT_NAMESPACE, TABLE_NAMESPACE, build_patch_thunk};
 use super::template::{PatchReloc, PatchTemplate, RelocTarget, SlotBranch};
-use crate::compiler::MAX_SLOTS;
 use crate::error::JitError;
 use crate::hardened::{MissTrampolines, RETPOLINE_NAMESPACE};
 use crate::isa::{Arch, BranchKind, IsaBackend};
 use crate::pipeline::{Pipeline, may_jump};
+use crate::thunk::compiler::MAX_SLOTS;
 use crate::types::ThunkSig;
 
 /// Settings of a [`PatchCompiler`].

@@ -9,7 +9,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
-use crate::ir::{target_signature, thunk_signature};
+use crate::thunk::ir::{target_signature, thunk_signature};
 use crate::types::ThunkSig;
 
 /// User-name namespace of the slots' direct calls (index = slot), as in the
@@ -25,7 +25,7 @@ pub(crate) const MISS_EXIT_NAMESPACE: u32 = 6;
 /// `miss_exit_call`, the miss path first calls the miss exit
 /// (`preserve_all`, with the target's arguments where the indirect call
 /// after it wants them, then the target), as the JIT thunk calls its miss
-/// hook where its miss cannot tail-jump (`crate::ir`).
+/// hook where its miss cannot tail-jump (`crate::thunk::ir`).
 pub(crate) fn build_patch_thunk(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,

@@ -100,18 +100,18 @@ fn tail_pieces(arch: Arch, miss: MissExit) -> Tail {
     };
     match arch {
         Arch::X86_64 => Tail {
-            count_len: x86_64::patch::COUNT_BLOCK_LEN,
-            exit_jump: x86_64::patch::MISS_EXIT_JUMP_OFFSET as usize,
+            count_len: x86_64::encode::COUNT_BLOCK_LEN,
+            exit_jump: x86_64::encode::MISS_EXIT_JUMP_OFFSET as usize,
             jump_len: 5,
-            exit_field: x86_64::patch::STUB_FIELD_OFFSET as usize,
-            fallback: x86_64::patch::miss_exit_fallback(reg),
+            exit_field: x86_64::encode::STUB_FIELD_OFFSET as usize,
+            fallback: x86_64::encode::miss_exit_fallback(reg),
         },
         Arch::Aarch64 => Tail {
-            count_len: aarch64::patch::COUNT_BLOCK_LEN,
-            exit_jump: aarch64::patch::MISS_EXIT_JUMP_OFFSET as usize,
+            count_len: aarch64::encode::COUNT_BLOCK_LEN,
+            exit_jump: aarch64::encode::MISS_EXIT_JUMP_OFFSET as usize,
             jump_len: 4,
             exit_field: 0,
-            fallback: aarch64::patch::miss_exit_fallback(reg),
+            fallback: aarch64::encode::miss_exit_fallback(reg),
         },
     }
 }
@@ -235,8 +235,8 @@ impl PatchTemplate {
         if let Some(stub) = entry_stub {
             let at = place + layout.count as u64;
             let count = match self.arch {
-                Arch::X86_64 => x86_64::patch::count_block(at, stub, place)?,
-                Arch::Aarch64 => aarch64::patch::count_block(at, stub, place)?,
+                Arch::X86_64 => x86_64::encode::count_block(at, stub, place)?,
+                Arch::Aarch64 => aarch64::encode::count_block(at, stub, place)?,
             };
             debug_assert_eq!(count.len(), pieces.count_len);
             bytes[layout.count..layout.count + count.len()].copy_from_slice(&count);
@@ -244,7 +244,7 @@ impl PatchTemplate {
         // The miss exit, falling through: its block, then the fallback.
         let block = layout.exit - pieces.exit_jump;
         if self.arch == Arch::X86_64 {
-            bytes[block..block + 4].copy_from_slice(&x86_64::patch::STUB_PREFIX);
+            bytes[block..block + 4].copy_from_slice(&x86_64::encode::STUB_PREFIX);
         }
         let fall = place + layout.fallback as u64;
         let word =
@@ -285,7 +285,7 @@ fn apply_reloc(
         }
         Reloc::Arm64Call => {
             arch.backend()
-                .patch_direct_call(code, r.offset, place, target, r.addend)?;
+                .link_direct_call(code, r.offset, place, target, r.addend)?;
         }
         // ADRP: the 4 KiB page of S + A relative to the page of P, 21 bits
         // split into immlo (bits 29-30) and immhi (bits 5-23).

@@ -9,9 +9,11 @@ use cranelift_codegen::binemit::Reloc;
 use super::{Arch, ArgLoc, Branch, BranchKind, IsaBackend, parse_imm_addr};
 use crate::error::JitError;
 
+pub mod encode;
 pub mod icache;
 pub mod maintenance;
-pub mod patch;
+#[cfg(target_arch = "aarch64")]
+pub mod retpoline;
 
 /// The aarch64 backend.
 pub struct Aarch64;
@@ -52,7 +54,7 @@ impl IsaBackend for Aarch64 {
         (word & 0xffff_fc1f == 0xd63f_0000).then_some(at)
     }
 
-    fn patch_direct_call(
+    fn link_direct_call(
         &self,
         code: &mut [u8],
         offset: u32,
@@ -240,13 +242,13 @@ impl IsaBackend for Aarch64 {
 
     fn encode_branch(&self, kind: BranchKind, field: u64, target: u64) -> Result<u32, JitError> {
         let opcode = match kind {
-            BranchKind::Jump => patch::B,
-            BranchKind::Call => patch::BL,
+            BranchKind::Jump => encode::B,
+            BranchKind::Call => encode::BL,
         };
-        patch::branch(opcode, field, target)
+        encode::branch(opcode, field, target)
     }
 
     fn decode_branch(&self, field: u64, word: u32) -> u64 {
-        patch::branch_target(field, word)
+        encode::branch_target(field, word)
     }
 }

@@ -10,8 +10,10 @@ use cranelift_codegen::binemit::Reloc;
 use super::{Arch, ArgLoc, Branch, BranchKind, IsaBackend, parse_imm_addr};
 use crate::error::JitError;
 
+pub mod encode;
 pub mod icache;
-pub mod patch;
+#[cfg(target_arch = "x86_64")]
+pub mod retpoline;
 
 /// The x86-64 backend.
 pub struct X86_64;
@@ -60,7 +62,7 @@ impl IsaBackend for X86_64 {
         }
     }
 
-    fn patch_direct_call(
+    fn link_direct_call(
         &self,
         code: &mut [u8],
         offset: u32,
@@ -257,10 +259,10 @@ impl IsaBackend for X86_64 {
     }
 
     fn encode_branch(&self, _kind: BranchKind, field: u64, target: u64) -> Result<u32, JitError> {
-        patch::rel32(field, target)
+        encode::rel32(field, target)
     }
 
     fn decode_branch(&self, field: u64, word: u32) -> u64 {
-        patch::rel32_target(field, word)
+        encode::rel32_target(field, word)
     }
 }

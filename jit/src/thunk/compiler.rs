@@ -1,13 +1,14 @@
 //! From a signature and promoted targets to relocatable machine code.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::JitError;
 use crate::hardened::MissTrampolines;
-use crate::ir::{self, CallForm, HookKind, HookPlan, Hooks, NS_HOOK, NS_SLOT, SlotPlan};
 use crate::isa::{Arch, IsaBackend, MissForm};
 use crate::pipeline::{Compiled, Pipeline, may_jump};
-use crate::template::{Template, TemplateKey};
+use crate::thunk::code::{CallReloc, CompiledThunk, Placement, RelocTo};
+use crate::thunk::ir::{self, CallForm, HookKind, HookPlan, Hooks, NS_HOOK, NS_SLOT, SlotPlan};
+use crate::thunk::stamp::{Template, TemplateKey};
 use crate::types::ThunkSig;
 use std::collections::HashMap;
 
@@ -29,7 +30,7 @@ pub struct CompilerOptions {
     /// Cranelift's plain call-and-return shape.
     pub tail_jumps: bool,
     /// Reuse one compiled template per thunk shape and patch targets into
-    /// copies (x86-64; see [`crate::template`]). On by default.
+    /// copies (x86-64; see [`crate::thunk::stamp`]). On by default.
     pub templates: bool,
     /// Hardened mode: the miss trampolines (`MissTrampolines::host()`)
     /// through which the miss path calls its target with a retpoline
@@ -46,156 +47,6 @@ impl Default for CompilerOptions {
             templates: true,
             hardened: None,
         }
-    }
-}
-
-/// The address range the code will be placed in. Call forms are chosen so
-/// that a direct call reaches its target from *anywhere* in the range, so
-/// the compiled code may be placed at any address inside it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Placement {
-    pub lo: u64,
-    pub hi: u64,
-}
-
-impl Placement {
-    /// Whether a direct call from anywhere in the range reaches `target`.
-    pub fn reaches(&self, target: u64, reach: u64) -> bool {
-        let reach = i128::from(reach);
-        let d_lo = i128::from(target) - i128::from(self.lo);
-        let d_hi = i128::from(target) - i128::from(self.hi);
-        d_lo.abs() < reach && d_hi.abs() < reach
-    }
-}
-
-/// What a direct call goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelocTo {
-    /// The target of this promoted slot.
-    Slot(usize),
-    /// A counting hook.
-    Hook(HookKind),
-    /// The miss stub for this register (a counting tail-jumping miss).
-    MissStub(u8),
-    /// The miss trampoline of a hardened thunk (see [`crate::hardened`]).
-    Retpoline,
-}
-
-/// A direct-call relocation left for [`CompiledThunk::link`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CallReloc {
-    pub offset: u32,
-    pub to: RelocTo,
-    pub addend: i64,
-}
-
-/// A compiled, not yet placed thunk.
-#[derive(Clone, Debug)]
-pub struct CompiledThunk {
-    arch: Arch,
-    sig: ThunkSig,
-    code: Vec<u8>,
-    relocs: Vec<CallReloc>,
-    slots: Vec<SlotPlan>,
-    hooks: Hooks,
-    miss: MissForm,
-    /// The miss trampoline the miss path calls (hardened mode).
-    retpoline: Option<u64>,
-    compile_time: Duration,
-}
-
-impl CompiledThunk {
-    pub fn arch(&self) -> Arch {
-        self.arch
-    }
-
-    pub fn sig(&self) -> &ThunkSig {
-        &self.sig
-    }
-
-    /// Code bytes, with direct-call displacements still zero.
-    pub fn unlinked_code(&self) -> &[u8] {
-        &self.code
-    }
-
-    pub fn len(&self) -> usize {
-        self.code.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.code.is_empty()
-    }
-
-    pub fn relocs(&self) -> &[CallReloc] {
-        &self.relocs
-    }
-
-    /// The promoted slots in order, with the call form each got.
-    pub fn slots(&self) -> &[SlotPlan] {
-        &self.slots
-    }
-
-    /// The counting hooks this thunk calls.
-    pub fn hooks(&self) -> &Hooks {
-        &self.hooks
-    }
-
-    /// How the miss path reaches the target.
-    pub fn miss_form(&self) -> MissForm {
-        self.miss
-    }
-
-    /// Time spent producing the code: Cranelift's IR construction and code
-    /// generation, or copying and patching a template.
-    pub fn compile_time(&self) -> Duration {
-        self.compile_time
-    }
-
-    /// The same thunk with other code bytes, slots and hooks (a template
-    /// copy).
-    pub(crate) fn with_code_and_slots(
-        &self,
-        code: Vec<u8>,
-        slots: Vec<SlotPlan>,
-        hooks: Hooks,
-    ) -> Self {
-        // The template's shape decides whether the miss path uses stubs.
-        let hooks = Hooks {
-            miss_tail: self.hooks.miss_tail.and(hooks.miss_tail),
-            ..hooks
-        };
-        CompiledThunk {
-            code,
-            slots,
-            hooks,
-            ..self.clone()
-        }
-    }
-
-    /// The code as it must be written to execute at address `place`.
-    pub fn link(&self, place: u64) -> Result<Vec<u8>, JitError> {
-        let backend = self.arch.backend();
-        let mut code = self.code.clone();
-        for r in &self.relocs {
-            let target = match r.to {
-                RelocTo::Slot(k) => self.slots[k].target,
-                RelocTo::Hook(kind) => self
-                    .hooks
-                    .get(kind)
-                    .ok_or_else(|| JitError::UnexpectedReloc(format!("no {kind:?} hook")))?,
-                RelocTo::MissStub(reg) => self
-                    .hooks
-                    .miss_tail
-                    .map(|t| t[usize::from(reg)])
-                    .filter(|&a| a != 0)
-                    .ok_or_else(|| JitError::UnexpectedReloc(format!("no miss stub for r{reg}")))?,
-                RelocTo::Retpoline => self.retpoline.ok_or_else(|| {
-                    JitError::UnexpectedReloc("a retpoline call in an unhardened thunk".into())
-                })?,
-            };
-            backend.patch_direct_call(&mut code, r.offset, place, target, r.addend)?;
-        }
-        Ok(code)
     }
 }
 
@@ -265,7 +116,7 @@ impl ThunkCompiler {
     }
 
     /// [`Self::compile`] for a thunk that also calls counting `hooks` (see
-    /// [`crate::ir`]). A hook gets a direct call when it is in reach of the
+    /// [`crate::thunk::ir`]). A hook gets a direct call when it is in reach of the
     /// whole placement, like a slot.
     pub fn compile_with_hooks(
         &mut self,
@@ -432,7 +283,7 @@ impl ThunkCompiler {
     }
 
     /// Instantiates the template for this shape, compiling it first if
-    /// needed (see [`crate::template`]).
+    /// needed (see [`crate::thunk::stamp`]).
     fn compile_from_template(
         &mut self,
         sig: &ThunkSig,
@@ -611,7 +462,7 @@ mod tests {
     /// and without tail jumps.
     #[test]
     fn templates_match_fresh_compiles_for_every_constant_class() {
-        use crate::template::ConstClass;
+        use crate::thunk::stamp::ConstClass;
         use std::collections::HashSet;
         let placements = [
             Placement {

@@ -22,8 +22,8 @@
 //! instructions whose number depends on the value's zero halfwords; it is
 //! always compiled.
 
-use crate::compiler::CompiledThunk;
-use crate::ir::{CallForm, Hooks, SlotPlan};
+use crate::thunk::code::CompiledThunk;
+use crate::thunk::ir::{CallForm, Hooks, SlotPlan};
 use crate::types::ThunkSig;
 
 /// How an x86-64 constant is encoded, which decides the code's shape.
