@@ -215,13 +215,33 @@ impl EngineShared {
             Some((offset, bridge)) => (bridge, Some(offset)),
             None => (bridges.miss_tail, None),
         };
-        let regs = backend.miss_stub_registers();
+        // Hardened thunks never tail-jump their miss (it goes through the
+        // retpoline trampoline), so they get no miss stubs: those end in
+        // `jmp *reg` (sampled) or jump to a bridge that does.
+        let regs: &[u8] = if self.hardened {
+            &[]
+        } else {
+            backend.miss_stub_registers()
+        };
         wanted.extend(regs.iter().map(|&r| (tail_bridge, ArgLoc::Hw(r), sample)));
         // Every stub takes HOOK_STUB_MAX bytes at most; lay them out at
         // 16-byte steps, each generated for its final address.
         let poison = backend.poison_pattern();
         let writable = cg.memory.alloc(wanted.len() * HOOK_STUB_MAX)?;
         let base = writable.address() as u64;
+        // A stub reaches a far bridge with `jmp *0(%rip)` / `br x16`: an
+        // indirect branch, which a hardened engine never emits.
+        let span = hotcall_jit::Placement {
+            lo: base,
+            hi: base + (wanted.len() * HOOK_STUB_MAX) as u64,
+        };
+        if self.hardened
+            && let Some(&(far, _, _)) = wanted
+                .iter()
+                .find(|(bridge, _, _)| !span.reaches(*bridge as u64, backend.direct_call_reach()))
+        {
+            return Err(JitError::HookOutOfReach { hook: far as u64 }.into());
+        }
         let mut bytes = Vec::with_capacity(wanted.len() * HOOK_STUB_MAX);
         let mut addresses = Vec::with_capacity(wanted.len());
         for (bridge, target, sample) in wanted {

@@ -145,6 +145,33 @@ fn disasm_far_targets_use_the_absolute_form() {
     assert_eq!(insns(&out, "br").len(), 1, "the miss tail-jumps: {out}");
 }
 
+/// Hardened with far targets: every slot and the miss call the retpoline
+/// trampoline directly; the decoder's own count of indirect branches is 0.
+#[test]
+fn disasm_hardened_far_targets_have_no_indirect_branch() {
+    for arch in ["x86_64", "aarch64"] {
+        let o = hotcall(&[
+            "disasm",
+            "--arch",
+            arch,
+            "--sig",
+            "(i64)->i64",
+            "--slots",
+            "3",
+            "--far",
+            "--hardened",
+        ]);
+        let out = stdout(&o);
+        assert!(o.status.success(), "{out}{}", stderr(&o));
+        assert!(out.contains("absolute, through the retpoline"), "{out}");
+        assert!(out.contains(", 0 indirect"), "{out}");
+        let call = if arch == "x86_64" { "callq" } else { "bl" };
+        let calls = insns(&out, call);
+        assert_eq!(calls.len(), 4, "3 far slots and the miss: {out}");
+        assert!(calls.iter().all(|c| c.contains("0xffff0")), "{out}");
+    }
+}
+
 /// A usage error: exit code 2, nothing on stdout, a message naming `what`
 /// on stderr, and no panic.
 fn assert_usage_error(args: &[&str], what: &[&str]) {

@@ -92,7 +92,12 @@ fn x86_64_far_and_near_slots_in_one_thunk() {
         placement: hotcall::Placement::Near(far[0].entry()),
         ..Default::default()
     });
-    for (engine, local_is_near) in [(&near_host, true), (&near_far, false)] {
+    // Hardened: far slots call through the retpoline trampoline.
+    let hardened = Engine::with_config(EngineConfig {
+        hardened: true,
+        ..Default::default()
+    });
+    for (engine, local_is_near) in [(&near_host, true), (&near_far, false), (&hardened, true)] {
         assert!(engine.is_enabled(), "{}", engine.stats());
         // Slots alternate: local 0, trampoline to 1, local 2, ...
         let promoted: Vec<F> = (0..8)

@@ -113,7 +113,7 @@ fn blessing() -> bool {
 /// counting misses, a jump to a hook stub), and hook stubs only as asked.
 fn render_checked(arch: Arch, c: &Case) -> String {
     let sig: ThunkSig = c.sig.parse().expect("case signature parses");
-    let l = ThunkListing::build(arch, &sig, c.slots, c.far, true, c.counting)
+    let l = ThunkListing::build(arch, &sig, c.slots, c.far, true, c.counting, false)
         .unwrap_or_else(|e| panic!("{arch} {}: {e}", c.name));
     // Direct calls, or direct tail jumps out of the thunk: to targets, or
     // to the site's hook stubs (at and above ENTRY_HOOK).

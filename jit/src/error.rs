@@ -34,6 +34,10 @@ pub enum JitError {
         "hardened mode: the retpoline at {retpoline:#x} is out of direct-call reach of the code memory (place it near the host text)"
     )]
     RetpolineOutOfReach { retpoline: u64 },
+    #[error(
+        "hardened mode: the counting hook at {hook:#x} is out of direct-call reach of the thunk (hook stubs belong in the thunk's code memory)"
+    )]
+    HookOutOfReach { hook: u64 },
     #[error("unexpected relocation {0} in a thunk")]
     UnexpectedReloc(String),
     #[error(

@@ -25,9 +25,16 @@ pub struct DisasmArgs {
     slots: usize,
 
     /// Place the promoted targets out of direct-call range, so that the
-    /// absolute form (address in a register, indirect call) shows.
+    /// absolute form shows (address in a register, indirect call; with
+    /// `--hardened`, a call through the retpoline trampoline).
     #[arg(long)]
     far: bool,
+
+    /// Hardened mode: the miss path, and far slots, call their target
+    /// through the retpoline (a per-arity trampoline) instead of an
+    /// indirect call.
+    #[arg(long)]
+    hardened: bool,
 
     /// Keep Cranelift's call-and-return for hits (`call rel32` / `bl`)
     /// instead of tail-jumping to the target (`jmp rel32` / `b`).
@@ -82,6 +89,7 @@ pub fn run(args: &DisasmArgs) -> CliResult {
         args.far,
         !args.no_tail_jumps,
         args.count,
+        args.hardened,
     )
     .map_err(|e| format!("cannot build the thunk: {e}"))?;
     let out = format!("{}\n{}\n", listing.text(), summary(&listing));

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 
 use hotcall::{Arch, Counting, JitError, ThunkSig};
 use hotcall_jit::disasm::{self, Insn};
+use hotcall_jit::hardened::MissTrampolines;
 use hotcall_jit::{CompilerOptions, Hooks, MissForm, Placement, ThunkCompiler};
 
 /// Where the thunk is linked.
@@ -42,6 +43,19 @@ pub fn far_stride(arch: Arch) -> u64 {
 pub const ENTRY_HOOK: u64 = CODE_BASE + CODE_SPAN - 0x400;
 pub const MISS_HOOK: u64 = CODE_BASE + CODE_SPAN - 0x3f0;
 pub const MISS_STUBS: u64 = CODE_BASE + CODE_SPAN - 0x200;
+
+/// Virtual addresses of the hardened miss trampolines (one per integer
+/// argument count, 16 bytes apart), in reach of the code: in a host binary
+/// they are functions of its text, next to the code memory.
+pub const TRAMPOLINES: u64 = CODE_BASE - 0x1000;
+
+/// The trampoline a hardened thunk of `sig` calls in listings.
+fn options_trampoline(sig: &ThunkSig) -> u64 {
+    MissTrampolines {
+        by_int_args: std::array::from_fn(|k| TRAMPOLINES + 16 * k as u64),
+    }
+    .for_sig(sig)
+}
 
 /// The hooks a thunk counting `counting` calls in listings.
 pub fn listing_hooks(counting: Counting) -> Hooks {
@@ -86,7 +100,9 @@ impl ThunkListing {
     /// Compiles the thunk for `sig` on `arch` with `slots` promoted targets
     /// at the virtual placement (out of direct range if `far`); hits
     /// tail-jump to their targets where sound if `tail_jumps`; the thunk
-    /// calls the counting hooks `counting` asks for.
+    /// calls the counting hooks `counting` asks for; `hardened`: misses
+    /// (and far slots) call through the retpoline trampolines at
+    /// [`TRAMPOLINES`].
     pub fn build(
         arch: Arch,
         sig: &ThunkSig,
@@ -94,6 +110,7 @@ impl ThunkListing {
         far: bool,
         tail_jumps: bool,
         counting: Counting,
+        hardened: bool,
     ) -> Result<Self, JitError> {
         let targets: Vec<u64> = (0..slots).map(|k| target_addr(arch, k, far)).collect();
         let placement = Placement {
@@ -102,6 +119,9 @@ impl ThunkListing {
         };
         let options = CompilerOptions {
             tail_jumps,
+            hardened: hardened.then(|| MissTrampolines {
+                by_int_args: std::array::from_fn(|k| TRAMPOLINES + 16 * k as u64),
+            }),
             ..CompilerOptions::default()
         };
         let mut compiler = ThunkCompiler::new(arch, options)?;
@@ -118,13 +138,19 @@ impl ThunkListing {
         let mut header = String::new();
         let _ = writeln!(
             header,
-            "thunk {arch} {sig}: {} slot{}, {} bytes at {CODE_BASE:#x}",
+            "thunk {arch} {sig}{}: {} slot{}, {} bytes at {CODE_BASE:#x}",
+            if hardened { " hardened" } else { "" },
             slots,
             if slots == 1 { "" } else { "s" },
             code.len()
         );
         for (k, s) in compiled.slots().iter().enumerate() {
             let tail = if s.tail { ", tail jump" } else { "" };
+            let tail = if hardened && s.form == hotcall::CallForm::Absolute {
+                ", through the retpoline"
+            } else {
+                tail
+            };
             let _ = writeln!(
                 header,
                 "  slot {k}: {:#x} {}{tail}",
@@ -142,6 +168,10 @@ impl ThunkListing {
             }
         }
         let miss = match compiled.miss_form() {
+            MissForm::Call if hardened => format!(
+                "call through the retpoline trampoline at {:#x}",
+                options_trampoline(sig)
+            ),
             MissForm::Call => "indirect call through the target argument".to_string(),
             MissForm::TailJump => "tail jump through the target argument".to_string(),
             MissForm::CountingTailJump => {

@@ -158,9 +158,14 @@ impl ThunkCompiler {
         };
         let hook_plans = (plan_hook(hooks.entry), plan_hook(hooks.miss));
         let absolute_hook = [hook_plans.0, hook_plans.1]
-            .iter()
+            .into_iter()
             .flatten()
-            .any(|h| h.form == CallForm::Absolute);
+            .find(|h| h.form == CallForm::Absolute);
+        // A far hook is called with `call *reg`: never in a hardened thunk.
+        if let (Some(hook), Some(_)) = (absolute_hook, &self.options.hardened) {
+            return Err(JitError::HookOutOfReach { hook: hook.address });
+        }
+        let absolute_hook = absolute_hook.is_some();
         // Templates patch slot constants only; a hook's absolute address
         // would be one more constant, and hook stubs live in the same code
         // memory anyway: such thunks are compiled every time.

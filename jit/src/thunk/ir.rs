@@ -237,7 +237,13 @@ pub(crate) fn build_thunk(
                 });
                 b.ins().call(callee, args)
             }
-            // The compare constant is the callee's address.
+            // The compare constant is the callee's address. Hardened, a far
+            // slot calls it through the retpoline, exactly as the miss path
+            // does (so it saves no retpoline: what it still gives is its
+            // hit count), never with a bare `call *reg`.
+            CallForm::Absolute if hardened => {
+                crate::hardened::miss_call(&mut b, target_sig, promoted, args, true)
+            }
             CallForm::Absolute => b.ins().call_indirect(target_sig, promoted, args),
         };
         let results = b.inst_results(call).to_vec();
