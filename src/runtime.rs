@@ -238,9 +238,9 @@ impl EngineShared {
         if self.hardened
             && let Some(&(far, _, _)) = wanted
                 .iter()
-                .find(|(bridge, _, _)| !span.reaches(*bridge as u64, backend.direct_call_reach()))
+                .find(|(bridge, _, _)| !span.reaches(*bridge, backend.direct_call_reach()))
         {
-            return Err(JitError::HookOutOfReach { hook: far as u64 }.into());
+            return Err(JitError::HookOutOfReach { hook: far }.into());
         }
         let mut bytes = Vec::with_capacity(wanted.len() * HOOK_STUB_MAX);
         let mut addresses = Vec::with_capacity(wanted.len());
