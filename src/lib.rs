@@ -36,6 +36,8 @@
 // The call path (any site), then the engine's public handle and its
 // runtime (build, publish, retire), static-stub linking, the statistics
 // shared by all sites, and each kind of site as a thin layer on those.
+/// What calls cost on the running CPU, for the cost-aware decision.
+pub mod calibrate;
 mod call;
 mod config;
 mod engine;

@@ -1,5 +1,7 @@
 //! `hotcall-policy`: deciding what a dispatch site should promote.
 //!
+//! * [`calibration`]: what calls cost on the running CPU (measured by
+//!   `hotcall`, loaded, or defaults), checked against sanity bounds;
 //! * [`counters`]: per-thread counters that generated code feeds through
 //!   two hooks, aggregated off the call path;
 //! * [`Counts`]: a site's counts, summed over threads;
@@ -15,6 +17,7 @@
 //! into a thunk. That keeps the policies deterministic and testable on
 //! their own.
 
+pub mod calibration;
 pub mod counters;
 mod counts;
 mod learner;
@@ -24,6 +27,7 @@ pub mod publish;
 mod scheduler;
 mod sync;
 
+pub use calibration::{Calibration, CalibrationSource};
 pub use counters::{CounterConfig, MAX_CANDIDATES, Replacement, SiteCookie, SiteCounters};
 pub use counts::{Counts, TargetCount};
 pub use learner::{Installer, Learner, Step};

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod calibrate;
 mod demo;
 mod disasm;
 mod isa_report;
@@ -32,6 +33,10 @@ enum Command {
     /// Bytes and instructions per path of thunks with 0 to 8 slots, x86-64
     /// and aarch64 side by side (executed under qemu-user).
     IsaReport(isa_report::IsaReportArgs),
+    /// Measure what calls cost on this CPU (plain, mispredicted,
+    /// retpolined, thunk hits per slot, mispredicted compares, misses,
+    /// bypass), as the cost-aware decision uses them.
+    Calibrate(calibrate::CalibrateArgs),
     /// A quick timing of one promoted site against direct and plain
     /// indirect calls.
     Demo,
@@ -46,6 +51,7 @@ pub fn run() -> ExitCode {
         Some(Command::Bench(args)) => bench::run(&args),
         Some(Command::Disasm(args)) => disasm::run(&args),
         Some(Command::IsaReport(args)) => isa_report::run(&args),
+        Some(Command::Calibrate(args)) => calibrate::run(&args),
         Some(Command::Demo) => demo::run(),
     };
     match result {
