@@ -58,8 +58,11 @@
 //! profile of `p` ticks is followed by at least `15 p` (in `sites-1k`, a
 //! thousand sites share the calls of one loop).
 
+use crate::calibration::Calibration;
 use crate::counts::Counts;
 use crate::plan::{Counting, MAX_SLOTS, Plan};
+
+use super::predict::{Prediction, predict};
 
 use super::{Decision, Observation, Policy, PolicyState, ranked_targets};
 
@@ -157,6 +160,14 @@ pub struct AdaptiveConfig {
     /// `p * (1 / share - 1)` ticks later, whatever `reprofile_every` says.
     pub max_profile_share: f64,
     pub costs: CostModel,
+    /// With a calibration, the hot set is chosen by predicted cost
+    /// ([`super::predict`]): the cheapest prefix of the ranked targets if
+    /// it beats the plain call by [`super::predict::MARGIN`], else bypass.
+    /// `None` (the default, for now): the share and coverage rules above.
+    pub calibration: Option<Calibration>,
+    /// Whether the site's indirect calls are retpolined (hardened mode),
+    /// which the cost prediction prices in.
+    pub hardened: bool,
 }
 
 impl Default for AdaptiveConfig {
@@ -175,6 +186,8 @@ impl Default for AdaptiveConfig {
             churn_ticks: 8,
             max_profile_share: 1.0 / 16.0,
             costs: CostModel::default(),
+            calibration: None,
+            hardened: false,
         }
     }
 }
@@ -203,6 +216,8 @@ pub struct Adaptive {
     /// How long the promotion that a surge just ended had lasted, while
     /// the profile it started runs.
     surge_lived: Option<u64>,
+    /// What the cost model predicted at the last concluded profile.
+    prediction: Option<Prediction>,
 }
 
 impl Adaptive {
@@ -214,6 +229,7 @@ impl Adaptive {
             expected_misses: 0.0,
             short_promotions: 0,
             surge_lived: None,
+            prediction: None,
             state: State::Profiling,
             config,
         }
@@ -223,8 +239,33 @@ impl Adaptive {
         &self.config
     }
 
-    /// The hot set of a profile, or `None` if the site is megamorphic.
-    fn hot_set(&self, ranked: &[(u64, u64)], total: u64) -> Option<Vec<u64>> {
+    /// What the cost model predicted at the last concluded profile (only
+    /// with a calibration).
+    pub fn prediction(&self) -> Option<&Prediction> {
+        self.prediction.as_ref()
+    }
+
+    /// The hot set of a profile, or `None` if promotion does not pay: by
+    /// predicted cost with a calibration, else by share and coverage.
+    fn hot_set(&mut self, ranked: &[(u64, u64)], total: u64) -> Option<Vec<u64>> {
+        if let Some(cal) = &self.config.calibration {
+            let p = predict(
+                cal,
+                self.config.hardened,
+                ranked,
+                total,
+                self.config.max_slots,
+            );
+            let slots = p.slots;
+            self.prediction = Some(p);
+            return (slots > 0).then(|| ranked[..slots].iter().map(|&(t, _)| t).collect());
+        }
+        self.share_hot_set(ranked, total)
+    }
+
+    /// The hot set by share and coverage, or `None` if the site is
+    /// megamorphic.
+    fn share_hot_set(&self, ranked: &[(u64, u64)], total: u64) -> Option<Vec<u64>> {
         let floor = self.config.min_share * total as f64;
         let hot: Vec<(u64, u64)> = ranked
             .iter()
@@ -257,7 +298,8 @@ impl Adaptive {
             let now = costs.expected(installed, &ranked, total);
             let new = costs.expected(&targets, &ranked, total);
             let keep = new > now * (1.0 - self.config.hysteresis)
-                && self.hot_set_covers(installed, &ranked, total);
+                && (self.config.calibration.is_some()
+                    || self.hot_set_covers(installed, &ranked, total));
             if keep {
                 targets = installed.clone();
             }
@@ -432,6 +474,61 @@ mod tests {
         assert_eq!(
             decide(&mut a, 1, &Plan::probe(), &c),
             Decision::Install(Plan::new(vec![1, 2], Counting::Misses))
+        );
+    }
+
+    /// A calibration like this project's machine (see `predict`'s tests).
+    fn measured_here() -> Calibration {
+        let mut c = Calibration::defaults();
+        c.indirect_ns = 1.7;
+        c.indirect_mispredicted_ns = 8.2;
+        c.retpoline_ns = 8.1;
+        c.hit_ns = (0..8).map(|k| 2.4 + 0.24 * k as f64).collect();
+        c.compare_mispredict_ns = 7.2;
+        c.miss_ns = 2.4;
+        c.bypass_ns = 1.7;
+        c
+    }
+
+    #[test]
+    fn with_a_calibration_the_decision_is_the_cheapest_predicted_option() {
+        let mono = profile(&[(1, 2000)]);
+        let bi = profile(&[(1, 1800), (2, 200)]);
+        // Not hardened, on a CPU like this one: the plain call is cheapest.
+        for c in [&mono, &bi] {
+            let mut a = Adaptive::new(AdaptiveConfig {
+                calibration: Some(measured_here()),
+                ..Default::default()
+            });
+            assert_eq!(
+                decide(&mut a, 1, &Plan::probe(), c),
+                Decision::Install(Plan::bypass())
+            );
+            let p = a.prediction().unwrap();
+            assert_eq!(p.slots, 0);
+            assert!(p.thunk_ns.iter().all(|&t| t > p.plain_ns), "{p:?}");
+        }
+        // Hardened: a retpoline per plain call; promotion pays.
+        let mut a = Adaptive::new(AdaptiveConfig {
+            calibration: Some(measured_here()),
+            hardened: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            decide(&mut a, 1, &Plan::probe(), &bi),
+            Decision::Install(Plan::new(vec![1, 2], Counting::Misses))
+        );
+        assert_eq!(a.state(), PolicyState::Promoted);
+        // Where hits are cheap, the same model promotes without hardening.
+        let mut cheap = measured_here();
+        cheap.hit_ns = (0..8).map(|k| 1.0 + 0.2 * k as f64).collect();
+        let mut a = Adaptive::new(AdaptiveConfig {
+            calibration: Some(cheap),
+            ..Default::default()
+        });
+        assert_eq!(
+            decide(&mut a, 1, &Plan::probe(), &mono),
+            Decision::Install(Plan::new(vec![1], Counting::Misses))
         );
     }
 

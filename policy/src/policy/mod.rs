@@ -15,6 +15,7 @@ use crate::plan::Plan;
 
 mod adaptive;
 mod fixed;
+pub mod predict;
 mod seed;
 
 pub use adaptive::{Adaptive, AdaptiveConfig, CostModel};
