@@ -58,6 +58,8 @@
 //! profile of `p` ticks is followed by at least `15 p` (in `sites-1k`, a
 //! thousand sites share the calls of one loop).
 
+use std::sync::Arc;
+
 use crate::calibration::Calibration;
 use crate::counts::Counts;
 use crate::plan::{Counting, MAX_SLOTS, Plan};
@@ -164,7 +166,8 @@ pub struct AdaptiveConfig {
     /// ([`super::predict`]): the cheapest prefix of the ranked targets if
     /// it beats the plain call by [`super::predict::MARGIN`], else bypass.
     /// `None` (the default, for now): the share and coverage rules above.
-    pub calibration: Option<Calibration>,
+    /// (Shared: every site's policy holds the engine's one calibration.)
+    pub calibration: Option<Arc<Calibration>>,
     /// Whether the site's indirect calls are retpolined (hardened mode),
     /// which the cost prediction prices in.
     pub hardened: bool,
@@ -497,7 +500,7 @@ mod tests {
         // Not hardened, on a CPU like this one: the plain call is cheapest.
         for c in [&mono, &bi] {
             let mut a = Adaptive::new(AdaptiveConfig {
-                calibration: Some(measured_here()),
+                calibration: Some(Arc::new(measured_here())),
                 ..Default::default()
             });
             assert_eq!(
@@ -510,7 +513,7 @@ mod tests {
         }
         // Hardened: a retpoline per plain call; promotion pays.
         let mut a = Adaptive::new(AdaptiveConfig {
-            calibration: Some(measured_here()),
+            calibration: Some(Arc::new(measured_here())),
             hardened: true,
             ..Default::default()
         });
@@ -523,7 +526,7 @@ mod tests {
         let mut cheap = measured_here();
         cheap.hit_ns = (0..8).map(|k| 1.0 + 0.2 * k as f64).collect();
         let mut a = Adaptive::new(AdaptiveConfig {
-            calibration: Some(cheap),
+            calibration: Some(Arc::new(cheap)),
             ..Default::default()
         });
         assert_eq!(

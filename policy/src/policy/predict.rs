@@ -79,16 +79,16 @@ pub fn predict(
     let mut mispredicts = 0.0; // compare mispredictions per call
     let mut reached = 1.0; // share of calls reaching slot k's compare
     let mut same_rest = same; // sum q_i^2 over the targets left to the miss
-    for k in 0..max_slots.min(q.len()) {
+    for (k, &qk) in q.iter().enumerate().take(max_slots) {
         let p = if reached > 0.0 {
-            (q[k] / reached).min(1.0)
+            (qk / reached).min(1.0)
         } else {
             0.0
         };
         mispredicts += reached * 2.0 * p * (1.0 - p);
-        hits += q[k] * cal.hit(k);
-        reached = (reached - q[k]).max(0.0);
-        same_rest -= q[k] * q[k];
+        hits += qk * cal.hit(k);
+        reached = (reached - qk).max(0.0);
+        same_rest -= qk * qk;
         // The miss: the chain of k + 1 compares (a one-slot miss, plus a
         // compare step per further slot), then the plain call of the
         // remaining targets, which switch among themselves.
