@@ -480,18 +480,8 @@ mod tests {
         );
     }
 
-    /// A calibration like this project's machine (see `predict`'s tests).
-    fn measured_here() -> Calibration {
-        let mut c = Calibration::defaults();
-        c.indirect_ns = 1.7;
-        c.indirect_mispredicted_ns = 8.2;
-        c.retpoline_ns = 8.1;
-        c.hit_ns = (0..8).map(|k| 2.4 + 0.24 * k as f64).collect();
-        c.compare_mispredict_ns = 7.2;
-        c.miss_ns = 2.4;
-        c.bypass_ns = 1.7;
-        c
-    }
+    /// A calibration like this project's machine.
+    use crate::policy::predict::tests::this_machine as measured_here;
 
     #[test]
     fn with_a_calibration_the_decision_is_the_cheapest_predicted_option() {

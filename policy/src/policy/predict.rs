@@ -115,7 +115,7 @@ pub fn predict(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Shares in thousandths.
@@ -131,7 +131,7 @@ mod tests {
     /// Roughly what `hotcall calibrate` measures on this project's machine:
     /// a thunk hit costs more than a predicted plain call, and a
     /// mispredicted compare about as much as a mispredicted call.
-    fn this_machine() -> Calibration {
+    pub(crate) fn this_machine() -> Calibration {
         let mut c = Calibration::defaults();
         c.indirect_ns = 1.7;
         c.indirect_mispredicted_ns = 8.2;
